@@ -1,0 +1,405 @@
+//! The HTTP client for the Engati API: base URL, Basic auth, timeouts, the global concurrency
+//! and rate limits, retries, and request counters.
+//!
+//! Every request waits for the shared rate limiter (`governor`, `max_rps` requests/s across
+//! all tasks), then holds one of `concurrency` permits while it is in flight (body included).
+//! Failed attempts are classified by [`ApiError::is_retryable`] and retried with exponential
+//! backoff and full jitter (`backon`), honouring `Retry-After` on 429, up to `max_retries`
+//! retries. The key is sent as `Authorization: Basic <key>` exactly as given (engati-api.md,
+//! "Auth"), in a header marked sensitive; it never appears in a URL, a log line or an error.
+
+use std::num::NonZeroU32;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::RngExt;
+use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::Url;
+use tokio::sync::Semaphore;
+
+use super::error::{ApiError, RequestError};
+use super::wire::{self, UsersKeys, WireUser};
+use crate::secret::Secret;
+
+/// Client settings (validated by `config`).
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Base URL ending in `/` (a provider preset or `base_url`).
+    pub base_url: String,
+    /// Numeric customer id.
+    pub customer_id: String,
+    /// Bot key.
+    pub bot_key: String,
+    /// The API key.
+    pub api_key: Secret,
+    /// Whole-request timeout (connect + headers + body).
+    pub timeout: Duration,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// Requests per second at most, across all tasks.
+    pub max_rps: u32,
+    /// Retries after the first attempt, at most.
+    pub max_retries: usize,
+    /// First backoff delay.
+    pub backoff_min: Duration,
+    /// Longest backoff delay.
+    pub backoff_max: Duration,
+    /// Keys that may hold a Conversations page's message list.
+    pub conversations_keys: Vec<String>,
+    /// Keys the Users reader tries.
+    pub users_keys: UsersKeys,
+}
+
+/// Request counters, shared by all tasks (for the run report).
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    by_status: [AtomicU64; 6],
+    status_counts: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
+    /// Attempts that failed without an HTTP status (timeouts, connection errors).
+    pub transport_errors: AtomicU64,
+    /// Attempts that got a 200 with a body that could not be read (truncated).
+    pub decode_errors: AtomicU64,
+    /// Retries made (attempts after the first).
+    pub retries: AtomicU64,
+    /// Response body bytes received.
+    pub bytes: AtomicU64,
+}
+
+impl RequestStats {
+    fn record_status(&self, status: u16) {
+        let class = usize::from(status / 100).min(5);
+        self.by_status[class].fetch_add(1, Ordering::Relaxed);
+        *self
+            .status_counts
+            .lock()
+            .expect("stats lock")
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    /// Responses by exact HTTP status.
+    pub fn by_status(&self) -> std::collections::BTreeMap<u16, u64> {
+        self.status_counts.lock().expect("stats lock").clone()
+    }
+
+    /// All attempts: responses plus transport errors.
+    pub fn attempts(&self) -> u64 {
+        self.by_status.iter().map(|a| a.load(Ordering::Relaxed)).sum::<u64>()
+            + self.transport_errors.load(Ordering::Relaxed)
+    }
+}
+
+/// One Conversations page: the body and the byte range of each message in it.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// 1-based page number.
+    pub number: u32,
+    /// The response body (valid UTF-8 JSON).
+    pub body: Bytes,
+    /// Byte range of each message's raw JSON in `body`.
+    pub spans: Vec<Range<usize>>,
+}
+
+/// The Engati API client. Cheap to clone (shared state behind `Arc`).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    auth: HeaderValue,
+    limiter: DefaultDirectRateLimiter,
+    inflight: Semaphore,
+    config: ClientConfig,
+    stats: RequestStats,
+}
+
+/// Errors building a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    /// `base_url` does not parse.
+    #[error("base_url `{url}` is not a valid URL: {reason}")]
+    BaseUrl {
+        /// The value.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The key has characters a header cannot carry.
+    #[error("the API key contains characters that cannot be sent in a header (check the key file for stray bytes)")]
+    KeyNotHeaderSafe,
+    /// reqwest could not build its client (TLS setup).
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+impl Client {
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// [`ClientBuildError`] for a bad base URL or a key that cannot be sent.
+    pub fn new(config: ClientConfig) -> Result<Self, ClientBuildError> {
+        let mut base_text = config.base_url.clone();
+        if !base_text.ends_with('/') {
+            base_text.push('/');
+        }
+        let base = Url::parse(&base_text).map_err(|e| ClientBuildError::BaseUrl {
+            url: config.base_url.clone(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientBuildError::BaseUrl {
+                url: config.base_url.clone(),
+                reason: "the scheme must be http or https".into(),
+            });
+        }
+        let mut auth = HeaderValue::from_str(&format!("Basic {}", config.api_key.expose()))
+            .map_err(|_| ClientBuildError::KeyNotHeaderSafe)?;
+        auth.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(config.concurrency.max(1))
+            .user_agent(concat!("engati-etl/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientBuildError::Http(e.to_string()))?;
+        let rps = NonZeroU32::new(config.max_rps.max(1)).expect("max(1) is non-zero");
+        let limiter = RateLimiter::direct(Quota::per_second(rps).allow_burst(rps.min(
+            NonZeroU32::new(config.concurrency.clamp(1, u32::MAX as usize) as u32)
+                .expect("clamped to >= 1"),
+        )));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                auth,
+                limiter,
+                inflight: Semaphore::new(config.concurrency.max(1)),
+                config,
+                stats: RequestStats::default(),
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Request counters so far.
+    pub fn stats(&self) -> &RequestStats {
+        &self.inner.stats
+    }
+
+    fn url(&self, tail: &[&str]) -> Url {
+        let mut url = self.inner.base.clone();
+        {
+            let mut segs = url
+                .path_segments_mut()
+                .expect("http(s) URLs can have path segments");
+            segs.pop_if_empty();
+            segs.extend(
+                [
+                    "bot-api",
+                    "v1.0",
+                    "customer",
+                    &self.inner.config.customer_id,
+                    "bot",
+                    &self.inner.config.bot_key,
+                ]
+                .iter()
+                .chain(tail.iter()),
+            );
+        }
+        url
+    }
+
+    /// Users API: the users whose attribute `name` equals `value` (engati-api.md, "Users API").
+    ///
+    /// # Errors
+    /// [`RequestError`] after retries, or at once for non-retryable errors (401/403, 400,
+    /// unknown body shape).
+    pub async fn users(&self, name: &str, value: &str) -> Result<Vec<WireUser>, RequestError> {
+        let mut url = self.url(&["users"]);
+        url.query_pairs_mut()
+            .append_pair("attribute_name", name)
+            .append_pair("attribute_value", value);
+        let what = format!("Users API, attribute {name}={value}");
+        let keys = &self.inner.config.users_keys;
+        self.with_retry(what, || async {
+            let body = self.attempt(&url).await?;
+            wire::parse_users(&body, keys).map_err(|e| self.decode_failed(e))
+        })
+        .await
+    }
+
+    /// Conversations API: one page of one user's messages for `[start_ms, end_ms]` as sent on
+    /// the wire (the caller widens and filters the window; see `pipeline`).
+    ///
+    /// # Errors
+    /// [`RequestError`] after retries, or at once for non-retryable errors.
+    pub async fn conversations_page(
+        &self,
+        channel_user_id: &str,
+        start_ms: i64,
+        end_ms: i64,
+        page_number: u32,
+        page_size: u32,
+        what: impl FnOnce() -> String,
+    ) -> Result<Page, RequestError> {
+        let mut url = self.url(&["channel-user", channel_user_id, "conversations"]);
+        url.query_pairs_mut()
+            .append_pair("start_date", &start_ms.to_string())
+            .append_pair("end_date", &end_ms.to_string())
+            .append_pair("page_number", &page_number.to_string())
+            .append_pair("page_size", &page_size.to_string());
+        let keys = &self.inner.config.conversations_keys;
+        self.with_retry_lazy(what, || async {
+            let body = self.attempt(&url).await?;
+            let spans = match std::str::from_utf8(&body) {
+                Ok(_) => wire::parse_conversations_page(&body, keys).map_err(|e| self.decode_failed(e))?,
+                Err(e) => {
+                    return Err(self.decode_failed(wire::DecodeError::Syntax {
+                        detail: format!("invalid UTF-8: {e}"),
+                        len: body.len(),
+                    }))
+                }
+            };
+            Ok(Page {
+                number: page_number,
+                body,
+                spans,
+            })
+        })
+        .await
+    }
+
+    fn decode_failed(&self, e: wire::DecodeError) -> ApiError {
+        self.inner.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+        ApiError::Decode(e)
+    }
+
+    /// One attempt: rate limit, permit, send, status check, body.
+    async fn attempt(&self, url: &Url) -> Result<Bytes, ApiError> {
+        let inner = &self.inner;
+        inner.limiter.until_ready().await;
+        let _permit = inner
+            .inflight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let resp = inner
+            .http
+            .get(url.clone())
+            .header(AUTHORIZATION, inner.auth.clone())
+            .send()
+            .await
+            .map_err(|e| {
+                inner.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
+                ApiError::from_transport(&e)
+            })?;
+        let status = resp.status().as_u16();
+        inner.stats.record_status(status);
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp.bytes().await.map_err(|e| {
+            inner.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
+            ApiError::from_transport(&e)
+        })?;
+        inner.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(ApiError::from_status(status, retry_after, &body))
+        }
+    }
+
+    async fn with_retry<T, Fut>(
+        &self,
+        what: String,
+        op: impl FnMut() -> Fut,
+    ) -> Result<T, RequestError>
+    where
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        self.with_retry_lazy(move || what, op).await
+    }
+
+    async fn with_retry_lazy<T, Fut>(
+        &self,
+        what: impl FnOnce() -> String,
+        op: impl FnMut() -> Fut,
+    ) -> Result<T, RequestError>
+    where
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        let cfg = &self.inner.config;
+        let stats = &self.inner.stats;
+        let attempts = std::sync::atomic::AtomicU32::new(1);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(cfg.backoff_min)
+            .with_max_delay(cfg.backoff_max)
+            .with_max_times(cfg.max_retries);
+        let result = op
+            .retry(backoff)
+            .when(ApiError::is_retryable)
+            .adjust(|err: &ApiError, delay| {
+                let delay = delay?;
+                Some(retry_delay(delay, err.retry_after()))
+            })
+            .notify(|err: &ApiError, delay| {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %err, delay_ms = delay.as_millis() as u64, "Retrying request.");
+            })
+            .await;
+        result.map_err(|source| RequestError {
+            what: what(),
+            attempts: attempts.load(Ordering::Relaxed),
+            source,
+        })
+    }
+}
+
+/// The wait before the next attempt: full jitter (uniform in `[0, backoff]`, AWS's "full
+/// jitter") unless the server asked for `Retry-After`, which is honoured with up to 10% added
+/// so that throttled tasks do not return in lockstep.
+pub fn retry_delay(backoff: Duration, retry_after: Option<Duration>) -> Duration {
+    let mut rng = rand::rng();
+    match retry_after {
+        Some(ra) => {
+            let extra_ms = (ra.as_millis() as u64 / 10).max(1);
+            ra + Duration::from_millis(rng.random_range(0..=extra_ms))
+        }
+        None => {
+            let ms = backoff.as_millis() as u64;
+            Duration::from_millis(rng.random_range(0..=ms))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_a_floor_and_backoff_is_fully_jittered() {
+        for _ in 0..200 {
+            let d = retry_delay(Duration::from_millis(800), None);
+            assert!(d <= Duration::from_millis(800));
+            let d = retry_delay(Duration::from_millis(100), Some(Duration::from_secs(2)));
+            assert!(d >= Duration::from_secs(2) && d <= Duration::from_millis(2200));
+        }
+    }
+}
