@@ -349,7 +349,12 @@ pub fn parse_timestamp(raw: Option<&RawValue>) -> Result<i64, TimestampError> {
     parse_datetime(s)
 }
 
-fn parse_datetime(s: &str) -> Result<i64, TimestampError> {
+/// Reads a timestamp string (the forms of [`parse_timestamp`], without JSON quoting) into ms
+/// since epoch UTC; used to read back `sent_at` from JSONL output.
+///
+/// # Errors
+/// [`TimestampError`] naming the value.
+pub fn parse_datetime(s: &str) -> Result<i64, TimestampError> {
     let bad = || TimestampError::Unparseable(s.to_owned());
     let b = s.as_bytes();
     let num = |r: Range<usize>| -> Result<u32, TimestampError> {

@@ -1,0 +1,57 @@
+//! `export` (flags only) and `run` (a pipeline file plus flag overrides).
+
+use std::sync::Arc;
+
+use super::{install_signals, prepare, print_error};
+use crate::cli::{overrides, ExportArgs, RunArgs};
+use crate::config::{Command, PipelineFile};
+use crate::pipeline::{self, RunControl};
+use crate::progress::Progress;
+
+/// `engati-etl export ...`.
+pub async fn export(a: ExportArgs, quiet: bool) -> i32 {
+    let o = overrides(&a.source, Some(&a.range), Some(&a.sink));
+    let file = PipelineFile::default().merge(&o);
+    execute(file, Command::Export, quiet).await
+}
+
+/// `engati-etl run PIPELINE.toml ...`.
+pub async fn run(a: RunArgs, quiet: bool) -> i32 {
+    let file = match PipelineFile::load(&a.pipeline) {
+        Ok(f) => f,
+        Err(e) => {
+            print_error(&e);
+            return 2;
+        }
+    };
+    let o = overrides(&a.source, Some(&a.range), Some(&a.sink));
+    execute(file.merge(&o), Command::Run, quiet).await
+}
+
+async fn execute(file: PipelineFile, command: Command, quiet: bool) -> i32 {
+    let prepared = match prepare(file, command).await {
+        Ok(p) => p,
+        Err(e) => {
+            print_error(&e);
+            return 2;
+        }
+    };
+    let spec = prepared.settings.into_spec(prepared.key);
+    let control = Arc::new(RunControl::default());
+    install_signals(control.clone());
+    let progress = Progress::start(control.clone(), quiet);
+    let outcome = pipeline::run(&spec, &control).await;
+    progress.finish();
+    if let Some(r) = &outcome.report {
+        if !quiet {
+            eprint!("{}", r.summary());
+        }
+    }
+    if let Some(e) = &outcome.error {
+        if !matches!(e, pipeline::RunError::Sink(crate::sink::SinkError::OutputClosed)) {
+            print_error(e);
+        }
+    }
+    drop(prepared.sandbox);
+    outcome.exit_code()
+}

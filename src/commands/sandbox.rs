@@ -1,0 +1,95 @@
+//! `sandbox`: run the Engati-compatible server alone.
+
+use super::print_error;
+use crate::cli::SandboxArgs;
+use crate::sandbox::{self as sbx, DataConfig, FaultConfig, SandboxConfig, UsersShape};
+use crate::time::{parse_user_instant, rfc3339_ms, DAY_MS};
+
+/// `engati-etl sandbox ...`: prints `ENGATI_*=value` lines on stdout (eval-able) and serves
+/// until Ctrl-C.
+pub async fn sandbox(a: SandboxArgs) -> i32 {
+    let shape: UsersShape = match a.users_shape.parse() {
+        Ok(s) => s,
+        Err(e) => {
+            print_error(&format!("--users-shape: {e}"));
+            return 2;
+        }
+    };
+    let start_ms = match parse_user_instant(&a.start, 0) {
+        Ok(t) => t.div_euclid(DAY_MS) * DAY_MS,
+        Err(e) => {
+            print_error(&format!("--start: {e}"));
+            return 2;
+        }
+    };
+    for (name, v) in [
+        ("--fail-rate", a.fail_rate),
+        ("--throttle-rate", a.throttle_rate),
+        ("--truncate-rate", a.truncate_rate),
+        ("--stall-rate", a.stall_rate),
+        ("--malformed-rate", a.malformed_rate),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            print_error(&format!("{name} {v} must be between 0 and 1"));
+            return 2;
+        }
+    }
+    let cfg = SandboxConfig {
+        port: a.port,
+        data: DataConfig {
+            seed: a.seed,
+            users: a.users,
+            start_ms,
+            days: a.days,
+            sessions_per_user: a.sessions_per_user,
+            malformed_rate: a.malformed_rate,
+            ..DataConfig::default()
+        },
+        users_shape: shape,
+        users_id_key: a.users_id_key,
+        conversations_key: a.conversations_key,
+        start_exclusive: a.start_exclusive,
+        end_inclusive: a.end_inclusive,
+        deny_access: a.deny_access,
+        faults: FaultConfig {
+            latency_ms: a.latency_ms,
+            fail_rate: a.fail_rate,
+            throttle_rate: a.throttle_rate,
+            retry_after_secs: a.retry_after_secs,
+            truncate_rate: a.truncate_rate,
+            stall_rate: a.stall_rate,
+            stall_ms: a.stall_ms,
+            seed: a.seed,
+        },
+        ..SandboxConfig::default()
+    };
+    let days = cfg.data.days;
+    let handle = match sbx::start(cfg).await {
+        Ok(h) => h,
+        Err(e) => {
+            print_error(&e);
+            return 2;
+        }
+    };
+    let n = handle.data().message_count();
+    println!("ENGATI_BASE_URL={}", handle.base_url);
+    println!("ENGATI_CUSTOMER_ID={}", handle.ids.customer_id);
+    println!("ENGATI_BOT_KEY={}", handle.ids.bot_key);
+    println!("ENGATI_API_KEY={}", handle.ids.api_key);
+    eprintln!(
+        "engati-etl sandbox: {} users, {n} messages from {} to {} (seed {}); listening on {} until Ctrl-C.\n\
+         The key above is the sandbox's own, not a secret. Try:\n  \
+         eval \"$(engati-etl sandbox ...)\"  or export the lines above, then\n  \
+         engati-etl export --provider custom --attribute opt1=yes --since {} --until {} --format parquet --out out/sandbox",
+        handle.data().users().len(),
+        rfc3339_ms(start_ms),
+        rfc3339_ms(start_ms + i64::from(days) * DAY_MS),
+        handle.config().data.seed,
+        handle.base_url,
+        crate::time::date_string(start_ms),
+        crate::time::date_string(start_ms + i64::from(days) * DAY_MS),
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    handle.stop().await;
+    0
+}

@@ -1,0 +1,723 @@
+//! The export, end to end: users -> windows x pages -> normalize -> sink -> state -> report.
+//!
+//! [`run`] lists the users, plans cells and units (`plan`), and walks the units in order. Each
+//! cell is fetched by its own task (pages until a short page), normalized on the way into
+//! Arrow batches, and handed to the sink thread **in plan order**: up to `lookahead` cells are
+//! fetched ahead of the one being written, each holding at most two pages, so memory stays
+//! bounded however many users or messages there are, and the output is the same on every run.
+//! At most `concurrency` requests are in flight and at most `max_rps` are sent per second
+//! (the client enforces both). A unit is committed when its last cell is written.
+//!
+//! Ctrl-C / SIGTERM ([`RunControl::stop`]): no new cell starts; cells in flight finish and are
+//! committed; the run ends `interrupted` (exit 130) and resumes from there next time.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::engati::client::{Client, ClientBuildError, ClientConfig};
+use crate::engati::error::{ApiError, RequestError};
+use crate::engati::provider::Provider;
+use crate::engati::users::{self, AttributeFilter, UserSpec, UsersFileError};
+use crate::normalize::{PageCounts, PageNormalizer, Reject, Window};
+use crate::plan::{Plan, Unit};
+use crate::report::{CellCounts, MessageCounts, ReportOptions, RequestCounts, RunReport, RunStatus};
+use crate::schema::{MessageBatchBuilder, RowContext};
+use crate::sink::files::{self, FileSinkConfig};
+use crate::sink::{CellRef, Encoding, SinkCounters, SinkError, SinkMsg, SinkReport, UnitInfo};
+use crate::state::{StateError, StateStore};
+use crate::time::{now_ms, rfc3339_ms};
+
+/// Where the users come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsersSource {
+    /// Users API, one call per filter, union.
+    Filters(Vec<AttributeFilter>),
+    /// A file of channel-user ids.
+    File(PathBuf),
+}
+
+/// Which range a run exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A fixed range `[since_ms, until_ms)` (export, fixed pipelines, backfill).
+    Range {
+        /// Start, ms since epoch UTC.
+        since_ms: i64,
+        /// End (exclusive).
+        until_ms: i64,
+    },
+    /// Per user from its watermark minus `lookback_ms` (or `start_ms` for a new user) to
+    /// `until_ms`.
+    Incremental {
+        /// Where a new user's history starts.
+        start_ms: i64,
+        /// Re-read this much before the watermark, for late messages.
+        lookback_ms: i64,
+        /// End (exclusive).
+        until_ms: i64,
+    },
+}
+
+/// Where rows go.
+#[derive(Debug, Clone)]
+pub enum OutputSpec {
+    /// Files under a directory, with a state store.
+    Files {
+        /// Output directory.
+        out_dir: PathBuf,
+        /// State directory.
+        state_dir: PathBuf,
+        /// Encoding.
+        encoding: Encoding,
+        /// Rotate files at this size.
+        target_file_bytes: u64,
+    },
+    /// JSONL on stdout.
+    Stdout,
+}
+
+/// A validated, ready-to-run export (built by `config`).
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Provider.
+    pub provider: Provider,
+    /// HTTP client settings (with the key).
+    pub client: ClientConfig,
+    /// Users.
+    pub users: UsersSource,
+    /// Range.
+    pub mode: Mode,
+    /// Window length, ms.
+    pub window_ms: i64,
+    /// Page size (1..=500).
+    pub page_size: u32,
+    /// Cells per unit.
+    pub checkpoint_users: usize,
+    /// Cells fetched ahead of the one being written.
+    pub lookahead: usize,
+    /// Output.
+    pub output: OutputSpec,
+    /// State namespace (`export`, `range`, `incremental`, `backfill:<from>:<to>`).
+    pub namespace: String,
+    /// Options as reported.
+    pub report_options: ReportOptions,
+}
+
+/// Stop flag and live counters shared with the CLI (signals, progress bar).
+#[derive(Debug, Default)]
+pub struct RunControl {
+    stop: AtomicBool,
+    /// Cells written to the sink so far (for progress).
+    pub cells_done: AtomicU64,
+    /// Cells in the plan (set once planned).
+    pub cells_planned: AtomicU64,
+    /// Message rows written to the sink so far.
+    pub rows: AtomicU64,
+    /// Sink commit counters.
+    pub sink: Arc<SinkCounters>,
+}
+
+impl RunControl {
+    /// Asks the run to stop taking new work.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+    /// True once [`stop`](Self::stop) was called.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// Why a run failed, with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad configuration found at run time (exit 2).
+    #[error("{0}")]
+    Config(String),
+    /// The users file (exit 2).
+    #[error(transparent)]
+    UsersFile(#[from] UsersFileError),
+    /// Building the client (exit 2).
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
+    /// The API (exit 3, 4 or 5).
+    #[error(transparent)]
+    Source(#[from] RequestError),
+    /// The state store (exit 2 when locked, else 6).
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The output (exit 6).
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+impl RunError {
+    /// The process exit code (README, "Exit codes").
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Config(_) | RunError::UsersFile(_) | RunError::Client(_) => 2,
+            RunError::State(StateError::Locked(_)) => 2,
+            RunError::Source(e) => match &e.source {
+                ApiError::Auth { .. } => 3,
+                ApiError::Rejected { .. } | ApiError::NotFound | ApiError::Unexpected { .. } => 4,
+                _ => 5,
+            },
+            RunError::State(_) => 6,
+            RunError::Sink(SinkError::OutputClosed) => 0,
+            RunError::Sink(_) => 6,
+        }
+    }
+}
+
+/// The outcome of [`run`]: the report (always, once the run started) and the error if any.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The report (also written to `OUT/_run_report.json` for file outputs).
+    pub report: Option<RunReport>,
+    /// The error that stopped the run.
+    pub error: Option<RunError>,
+}
+
+impl RunOutcome {
+    /// Exit code: the error's, else from the report's status.
+    pub fn exit_code(&self) -> i32 {
+        match (&self.error, &self.report) {
+            (Some(e), _) => e.exit_code(),
+            (None, Some(r)) => r.exit_code(),
+            (None, None) => 0,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ParamsForResume<'a> {
+    namespace: &'a str,
+    provider: &'a str,
+    base_url: &'a str,
+    customer_id: &'a str,
+    bot_key: &'a str,
+    users: String,
+    mode: String,
+    window_ms: i64,
+    page_size: u32,
+    checkpoint_users: usize,
+    format: &'a str,
+}
+
+fn new_run_id(now: i64) -> String {
+    let t = rfc3339_ms(now);
+    let compact: String = t[..19].chars().filter(|c| c.is_ascii_digit() || *c == 'T').collect();
+    format!("{compact}Z-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+/// Runs an export. Always returns a report once the run started (written to
+/// `OUT/_run_report.json` and the run history for file outputs); the error, if any, says why it
+/// stopped.
+pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
+    let started = now_ms();
+    let result = run_inner(spec, control, started).await;
+    match result {
+        Ok(report) => RunOutcome {
+            report: Some(report),
+            error: None,
+        },
+        Err((report, error)) => RunOutcome { report, error: Some(error) },
+    }
+}
+
+struct Partial {
+    run_id: String,
+    resumed: bool,
+    users: u64,
+    cells: CellCounts,
+    messages: MessageCounts,
+}
+
+type Failure = (Option<RunReport>, RunError);
+
+async fn run_inner(spec: &RunSpec, control: &RunControl, started: i64) -> Result<RunReport, Failure> {
+    let fail = |e: RunError| (None, e);
+    let client = Client::new(spec.client.clone()).map_err(|e| fail(e.into()))?;
+
+    // State first: recover an interrupted commit before anything reads the output.
+    let mut state = match &spec.output {
+        OutputSpec::Files { out_dir, state_dir, .. } => {
+            std::fs::create_dir_all(out_dir).map_err(|e| {
+                fail(RunError::Config(format!(
+                    "out: cannot create output directory {}: {e}",
+                    out_dir.display()
+                )))
+            })?;
+            let mut st = StateStore::open(state_dir).map_err(|e| fail(e.into()))?;
+            let (finished, strays) = st.recover(out_dir).map_err(|e| fail(e.into()))?;
+            if finished + strays > 0 {
+                tracing::info!(commits = finished, staged_files = strays, "Recovered from an interrupted run.");
+            }
+            Some(st)
+        }
+        OutputSpec::Stdout => None,
+    };
+
+    let users: Vec<UserSpec> = match &spec.users {
+        UsersSource::Filters(filters) => users::list_users(&client, filters).await.map_err(|e| fail(e.into()))?,
+        UsersSource::File(path) => users::read_users_file(path).map_err(|e| fail(e.into()))?,
+    };
+
+    let format_name = match &spec.output {
+        OutputSpec::Files { encoding, .. } => encoding.extension(),
+        OutputSpec::Stdout => "jsonl",
+    };
+    let params = ParamsForResume {
+        namespace: &spec.namespace,
+        provider: spec.provider.as_str(),
+        base_url: &spec.client.base_url,
+        customer_id: &spec.client.customer_id,
+        bot_key: &spec.client.bot_key,
+        users: match &spec.users {
+            UsersSource::Filters(f) => f.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            UsersSource::File(p) => format!("file:{}", p.display()),
+        },
+        mode: format!("{:?}", spec.mode),
+        window_ms: spec.window_ms,
+        page_size: spec.page_size,
+        checkpoint_users: spec.checkpoint_users,
+        format: format_name,
+    };
+    let params_json = serde_json::to_string(&params).unwrap_or_default();
+    let params_hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(params_json.as_bytes()));
+    let until_ms = match spec.mode {
+        Mode::Range { until_ms, .. } | Mode::Incremental { until_ms, .. } => until_ms,
+    };
+
+    let (run_id, resumed, done_units) = match state.as_mut() {
+        Some(st) => {
+            let start = st
+                .begin_run(&spec.namespace, &params_hash, &params_json, Some(until_ms), &new_run_id(started), started)
+                .map_err(|e| fail(e.into()))?;
+            let done = if start.resumed {
+                st.run_units(&start.run_id).map_err(|e| fail(e.into()))?
+            } else {
+                HashMap::new()
+            };
+            (start.run_id, start.resumed, done)
+        }
+        None => (new_run_id(started), false, HashMap::new()),
+    };
+
+    // Plan: per-user ranges.
+    let from_ms: Vec<i64> = match spec.mode {
+        Mode::Range { since_ms, .. } => vec![since_ms; users.len()],
+        Mode::Incremental { start_ms, lookback_ms, .. } => {
+            let marks = match state.as_ref() {
+                Some(st) => st.watermarks(&spec.namespace, &run_id).map_err(|e| fail(e.into()))?,
+                None => HashMap::new(),
+            };
+            users
+                .iter()
+                .map(|u| match marks.get(&u.channel_user_id) {
+                    Some(&(_, end)) if end >= until_ms => until_ms,
+                    Some(&(_, end)) => (end - lookback_ms).max(start_ms),
+                    None => start_ms,
+                })
+                .collect()
+        }
+    };
+    let users = Arc::new(users);
+    let plan = Plan {
+        users: users.clone(),
+        from_ms: Arc::new(from_ms),
+        until_ms,
+        window_ms: spec.window_ms,
+        checkpoint_users: spec.checkpoint_users,
+    };
+    let planned = plan.cell_count();
+    control.cells_planned.store(planned, Ordering::Relaxed);
+
+    let cx = RowContext {
+        provider: spec.provider.as_str().into(),
+        customer_id: spec.client.customer_id.as_str().into(),
+        bot_key: spec.client.bot_key.as_str().into(),
+        run_id: run_id.as_str().into(),
+        extracted_at_ms: started,
+    };
+
+    // The sink.
+    let (tx, join): (mpsc::Sender<SinkMsg>, SinkJoin) = match &spec.output {
+        OutputSpec::Files { out_dir, encoding, target_file_bytes, .. } => {
+            let cfg = FileSinkConfig {
+                out_dir: out_dir.clone(),
+                encoding: encoding.clone(),
+                target_file_bytes: *target_file_bytes,
+                run_id: run_id.clone(),
+                watermark_namespace: matches!(spec.mode, Mode::Incremental { .. }).then(|| spec.namespace.clone()),
+            };
+            let st = state.take().expect("file outputs have a state store");
+            let (tx, h) = files::spawn(cfg, st, control.sink.clone(), 8);
+            (tx, SinkJoin::Files(h))
+        }
+        OutputSpec::Stdout => {
+            let (tx, h) = crate::sink::stdout::spawn(run_id.clone(), control.sink.clone(), 8);
+            (tx, SinkJoin::Stdout(h))
+        }
+    };
+
+    let mut partial = Partial {
+        run_id: run_id.clone(),
+        resumed,
+        users: users.len() as u64,
+        cells: CellCounts {
+            planned,
+            ..Default::default()
+        },
+        messages: MessageCounts::default(),
+    };
+    let walk = walk_units(spec, control, &client, &plan, &cx, &done_units, &tx, &mut partial).await;
+    let interrupted = control.stopping();
+    if walk.is_ok() && !users.is_empty() {
+        let _ = tx
+            .send(SinkMsg::WriteUsers {
+                users: users.clone(),
+                cx: cx.clone(),
+            })
+            .await;
+    }
+    drop(tx);
+    let (sink_report, sink_error, mut state) = join.join().await;
+
+    let error: Option<RunError> = match (walk, sink_error) {
+        (Err(e), _) => Some(e),
+        (Ok(()), Some(e)) => Some(e.into()),
+        (Ok(()), None) => None,
+    };
+    partial.cells.committed = sink_report.cells_committed;
+    partial.messages.written = sink_report.rows_written;
+    partial.messages.rejected = sink_report.rejects_written;
+    let status = match (&error, interrupted) {
+        (Some(RunError::Sink(SinkError::OutputClosed)), _) => RunStatus::Interrupted,
+        (Some(_), _) => RunStatus::Failed,
+        (None, true) => RunStatus::Interrupted,
+        (None, false) if sink_report.rejects_written > 0 => RunStatus::CompletedWithRejects,
+        (None, false) => RunStatus::Succeeded,
+    };
+    let finished = now_ms();
+    let stats = client.stats();
+    let report = RunReport {
+        run_id: partial.run_id.clone(),
+        status,
+        error: error.as_ref().map(|e| e.to_string()),
+        resumed: partial.resumed,
+        started_at: rfc3339_ms(started),
+        finished_at: rfc3339_ms(finished),
+        duration_ms: (finished - started).max(0) as u64,
+        options: spec.report_options.clone(),
+        users: partial.users,
+        cells: partial.cells.clone(),
+        requests: RequestCounts {
+            total: stats.attempts(),
+            by_status: stats.by_status().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            transport_errors: stats.transport_errors.load(Ordering::Relaxed),
+            decode_errors: stats.decode_errors.load(Ordering::Relaxed),
+            retries: stats.retries.load(Ordering::Relaxed),
+            bytes_received: stats.bytes.load(Ordering::Relaxed),
+        },
+        messages: partial.messages.clone(),
+        sink: sink_report,
+    };
+    if let (Some(st), OutputSpec::Files { out_dir, .. }) = (state.as_mut(), &spec.output) {
+        let json = serde_json::to_string(&report).unwrap_or_default();
+        let history_status = match (status, &error) {
+            (RunStatus::Failed, _) => "failed",
+            (s, _) => s.as_str(),
+        };
+        if let Err(e) = st.finish_run(&run_id, history_status, &json, finished) {
+            tracing::warn!(error = %e, "Could not record the run in the state store.");
+        }
+        if let Err(e) = report.write(&out_dir.join("_run_report.json")) {
+            tracing::warn!(error = %e, "Could not write the run report.");
+        }
+    }
+    match error {
+        Some(e) => Err((Some(report), e)),
+        None => Ok(report),
+    }
+}
+
+enum SinkJoin {
+    Files(std::thread::JoinHandle<files::SinkOutcome>),
+    Stdout(std::thread::JoinHandle<(SinkReport, Option<SinkError>)>),
+}
+
+impl SinkJoin {
+    async fn join(self) -> (SinkReport, Option<SinkError>, Option<StateStore>) {
+        let res = tokio::task::spawn_blocking(move || match self {
+            SinkJoin::Files(h) => h
+                .join()
+                .map(|o| (o.report, o.error, Some(o.state)))
+                .map_err(|_| ()),
+            SinkJoin::Stdout(h) => h.join().map(|(r, e)| (r, e, None)).map_err(|_| ()),
+        })
+        .await;
+        match res {
+            Ok(Ok(v)) => v,
+            _ => (
+                SinkReport::default(),
+                Some(SinkError::Crashed("the sink thread panicked".into())),
+                None,
+            ),
+        }
+    }
+}
+
+/// What a cell task sends to the writer loop.
+enum CellEvent {
+    Page {
+        rows: Option<arrow_array::RecordBatch>,
+        rejects: Vec<Reject>,
+        counts: PageCounts,
+    },
+    Done,
+    Failed(RequestError),
+}
+
+struct InFlight {
+    unit: usize,
+    cell: u32,
+    rx: mpsc::Receiver<CellEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    client: Client,
+    cx: RowContext,
+    page_size: u32,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn walk_units(
+    spec: &RunSpec,
+    control: &RunControl,
+    client: &Client,
+    plan: &Plan,
+    cx: &RowContext,
+    done_units: &HashMap<String, u32>,
+    tx: &mpsc::Sender<SinkMsg>,
+    partial: &mut Partial,
+) -> Result<(), RunError> {
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        cx: cx.clone(),
+        page_size: spec.page_size,
+    });
+    let users = plan.users.clone();
+    // Units to do, with resume offsets; cells flattened in order.
+    let mut units: Vec<Arc<UnitInfo>> = Vec::new();
+    let mut unit_iter = plan.units().filter_map(|u: Unit| {
+        let done = done_units.get(&u.key.0).copied().unwrap_or(0) as usize;
+        if done >= u.cells.len() {
+            return Some(Err(u.cells.len() as u64));
+        }
+        let cells: Vec<CellRef> = u.cells[done..]
+            .iter()
+            .map(|c| CellRef {
+                user: users[c.user as usize].channel_user_id.as_str().into(),
+                window: c.window,
+            })
+            .collect();
+        Some(Ok((
+            done as u64,
+            UnitInfo {
+                key: u.key,
+                window: u.window,
+                first_cell: done as u32,
+                cells,
+            },
+        )))
+    });
+    let user_index: HashMap<&str, usize> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.channel_user_id.as_str(), i))
+        .collect();
+
+    let lookahead = spec.lookahead.max(1);
+    let mut queue: VecDeque<InFlight> = VecDeque::new();
+    let mut next_unit: usize = 0; // index into `units` of the next unit to dispatch from
+    let mut next_cell: u32 = 0;
+    let mut current_unit: Option<usize> = None; // unit open in the sink
+    let mut current_done: u32 = 0;
+    let mut exhausted = false;
+
+    let send = |msg: SinkMsg| async move {
+        tx.send(msg).await.map_err(|_| RunError::Sink(SinkError::Crashed("the sink stopped".into())))
+    };
+
+    loop {
+        // Dispatch more cells while there is room and no stop was asked.
+        while queue.len() < lookahead && !control.stopping() && !exhausted {
+            if next_unit >= units.len() {
+                match unit_iter.next() {
+                    Some(Ok((skipped, info))) => {
+                        partial.cells.skipped += skipped;
+                        units.push(Arc::new(info));
+                    }
+                    Some(Err(skipped)) => {
+                        partial.cells.skipped += skipped;
+                        control.cells_done.fetch_add(skipped, Ordering::Relaxed);
+                        continue;
+                    }
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
+                }
+            }
+            let info = units[next_unit].clone();
+            let cell = &info.cells[next_cell as usize];
+            let idx = user_index[cell.user.as_ref()];
+            let (ctx, crx) = mpsc::channel(2);
+            let task = tokio::spawn(fetch_cell(shared.clone(), users.clone(), idx, cell.window, ctx));
+            queue.push_back(InFlight {
+                unit: next_unit,
+                cell: next_cell,
+                rx: crx,
+                task,
+            });
+            next_cell += 1;
+            if next_cell as usize >= info.cells.len() {
+                next_unit += 1;
+                next_cell = 0;
+            }
+        }
+        let Some(head) = queue.front_mut() else { break };
+        if current_unit != Some(head.unit) {
+            if let Some(u) = current_unit {
+                send(SinkMsg::EndUnit { cells_done: current_done }).await?;
+                units_release(&mut units, u);
+            }
+            current_unit = Some(head.unit);
+            current_done = 0;
+            send(SinkMsg::BeginUnit(units[head.unit].clone())).await?;
+        }
+        match head.rx.recv().await {
+            Some(CellEvent::Page { rows, rejects, counts }) => {
+                partial.messages.outside_window += counts.out_of_window;
+                control.rows.fetch_add(counts.rows, Ordering::Relaxed);
+                let cell = head.cell;
+                send(SinkMsg::Page { cell, rows, rejects }).await?;
+            }
+            Some(CellEvent::Done) => {
+                queue.pop_front();
+                current_done += 1;
+                control.cells_done.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(CellEvent::Failed(e)) => {
+                for f in queue.drain(..) {
+                    f.task.abort();
+                }
+                send(SinkMsg::AbortUnit).await?;
+                return Err(e.into());
+            }
+            None => {
+                for f in queue.drain(..) {
+                    f.task.abort();
+                }
+                send(SinkMsg::AbortUnit).await?;
+                return Err(RunError::Sink(SinkError::Crashed("a fetch task ended without a result".into())));
+            }
+        }
+    }
+    if current_unit.is_some() {
+        send(SinkMsg::EndUnit { cells_done: current_done }).await?;
+    }
+    Ok(())
+}
+
+/// Drops the unit's cell list once written (units can hold thousands of cells).
+fn units_release(units: &mut [Arc<UnitInfo>], i: usize) {
+    if let Some(u) = units.get_mut(i) {
+        *u = Arc::new(UnitInfo {
+            key: u.key.clone(),
+            window: u.window,
+            first_cell: u.first_cell,
+            cells: Vec::new(),
+        });
+    }
+}
+
+/// Fetches one cell: pages of `[window.start - 1 ms, window.end]` until a short page,
+/// normalized into batches filtered to `[window.start, window.end)`. Asking 1 ms wider on both
+/// sides returns every message of the window whether the API reads `start_date`/`end_date` as
+/// inclusive or exclusive (engati-api.md: undocumented); the filter makes each message belong
+/// to exactly one window.
+async fn fetch_cell(
+    shared: Arc<Shared>,
+    users: Arc<Vec<UserSpec>>,
+    user: usize,
+    window: Window,
+    tx: mpsc::Sender<CellEvent>,
+) {
+    let u = &users[user];
+    let mut normalizer = PageNormalizer::new(&shared.cx, &u.channel_user_id, u.channel.as_deref(), window);
+    let req_start = window.start_ms.saturating_sub(1).max(0);
+    let req_end = window.end_ms;
+    let mut page = 1u32;
+    let mut previous_full_page: Option<u64> = None;
+    loop {
+        let result = shared
+            .client
+            .conversations_page(&u.channel_user_id, req_start, req_end, page, shared.page_size, || {
+                format!(
+                    "Conversations API, user {}, window {}..{}, page {page}",
+                    u.channel_user_id,
+                    rfc3339_ms(window.start_ms),
+                    rfc3339_ms(window.end_ms)
+                )
+            })
+            .await;
+        let p = match result {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(CellEvent::Failed(e)).await;
+                return;
+            }
+        };
+        let n = p.spans.len();
+        if n >= shared.page_size as usize {
+            // A server that ignores page_number returns the same full page forever: stop
+            // with an error instead of looping (a runaway export).
+            let h = xxhash_rust::xxh3::xxh3_64(&p.body);
+            if previous_full_page == Some(h) {
+                let e = RequestError {
+                    what: format!("Conversations API, user {}, page {page}", u.channel_user_id),
+                    attempts: 1,
+                    source: ApiError::Decode(crate::engati::wire::DecodeError::Shape {
+                        path: "$".into(),
+                        looked_for: format!("page {page} to differ from page {}", page - 1),
+                        found: "the same full page twice; the server may ignore page_number".into(),
+                    }),
+                };
+                let _ = tx.send(CellEvent::Failed(e)).await;
+                return;
+            }
+            previous_full_page = Some(h);
+        }
+        let body = std::str::from_utf8(&p.body).unwrap_or("");
+        let mut builder = MessageBatchBuilder::with_capacity(n, p.body.len());
+        let mut rejects = Vec::new();
+        let counts = normalizer.page(body, &p.spans, page, &mut builder, &mut rejects);
+        let rows = (!builder.is_empty()).then(|| builder.finish());
+        if tx.send(CellEvent::Page { rows, rejects, counts }).await.is_err() {
+            return;
+        }
+        if n < shared.page_size as usize {
+            break;
+        }
+        page += 1;
+    }
+    let _ = tx.send(CellEvent::Done).await;
+}

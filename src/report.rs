@@ -1,0 +1,238 @@
+//! The run report: `OUT/_run_report.json`, the run history in the state store, and the short
+//! human summary printed on stderr at the end of a run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::sink::SinkReport;
+
+/// How a run ended (also the `status` of the run history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Everything exported; nothing rejected (exit 0).
+    Succeeded,
+    /// Everything exported; some messages dead-lettered (exit 1).
+    CompletedWithRejects,
+    /// Stopped by Ctrl-C / SIGTERM after committing what was in flight (exit 130).
+    Interrupted,
+    /// Stopped by an error (exit 2-6).
+    Failed,
+}
+
+impl RunStatus {
+    /// The name stored in the run history.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::CompletedWithRejects => "completed_with_rejects",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The options a run used (no secrets: the key is never part of it).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ReportOptions {
+    /// Provider.
+    pub provider: String,
+    /// Base URL.
+    pub base_url: String,
+    /// Customer id.
+    pub customer_id: String,
+    /// Bot key.
+    pub bot_key: String,
+    /// Attribute filters (`NAME=VALUE`).
+    pub attributes: Vec<String>,
+    /// Users file, if used.
+    pub users_file: Option<String>,
+    /// Mode: `range`, `incremental`, `backfill`.
+    pub mode: String,
+    /// Range start (RFC 3339); for incremental runs the pipeline `start`.
+    pub since: String,
+    /// Range end (RFC 3339, exclusive).
+    pub until: String,
+    /// Window length (`1d`).
+    pub window: String,
+    /// Lookback (incremental), e.g. `1d`.
+    pub lookback: Option<String>,
+    /// Page size.
+    pub page_size: u32,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// Requests/s at most.
+    pub max_rps: u32,
+    /// `parquet`, `jsonl` or `jsonl.gz`.
+    pub format: String,
+    /// Output directory or `-`.
+    pub out: String,
+    /// State directory, if any.
+    pub state_dir: Option<String>,
+}
+
+/// Cell counts.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct CellCounts {
+    /// Cells in the plan.
+    pub planned: u64,
+    /// Cells skipped because a resumed run had already committed them.
+    pub skipped: u64,
+    /// Cells committed by this invocation.
+    pub committed: u64,
+}
+
+/// Request counts.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// Attempts sent (responses plus transport failures).
+    pub total: u64,
+    /// Responses by HTTP status.
+    pub by_status: BTreeMap<String, u64>,
+    /// Timeouts and connection errors.
+    pub transport_errors: u64,
+    /// 200 responses whose body could not be read (truncated), retried.
+    pub decode_errors: u64,
+    /// Retries (attempts after a failed one).
+    pub retries: u64,
+    /// Response bytes received.
+    pub bytes_received: u64,
+}
+
+/// Message counts.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct MessageCounts {
+    /// Rows written (committed).
+    pub written: u64,
+    /// Messages sent to the dead-letter file.
+    pub rejected: u64,
+    /// Messages the API returned just outside a window (from the 1 ms overlap that makes
+    /// either reading of its date bounds safe), skipped: they belong to the next window.
+    pub outside_window: u64,
+}
+
+/// The run report (`OUT/_run_report.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Run id.
+    pub run_id: String,
+    /// Outcome.
+    pub status: RunStatus,
+    /// The error that stopped the run, if any.
+    pub error: Option<String>,
+    /// True when an interrupted run with the same parameters was continued.
+    pub resumed: bool,
+    /// Start (RFC 3339 UTC).
+    pub started_at: String,
+    /// End (RFC 3339 UTC).
+    pub finished_at: String,
+    /// Wall time, ms.
+    pub duration_ms: u64,
+    /// Options (no secrets).
+    pub options: ReportOptions,
+    /// Users in the plan.
+    pub users: u64,
+    /// Cells.
+    pub cells: CellCounts,
+    /// Requests.
+    pub requests: RequestCounts,
+    /// Messages.
+    pub messages: MessageCounts,
+    /// Files written/replaced, bytes.
+    pub sink: SinkReport,
+}
+
+impl RunReport {
+    /// The exit code for this outcome (0, 1 or 130; failures carry their own code).
+    pub fn exit_code(&self) -> i32 {
+        match self.status {
+            RunStatus::Succeeded => 0,
+            RunStatus::CompletedWithRejects => 1,
+            RunStatus::Interrupted => 130,
+            RunStatus::Failed => 5,
+        }
+    }
+
+    /// Writes the report as pretty JSON to `path` atomically (temp file + rename).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// The one-screen human summary.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let secs = self.duration_ms as f64 / 1000.0;
+        let _ = writeln!(s, "engati-etl run {}: {} in {secs:.1} s{}", self.run_id, self.status.as_str().replace('_', " "), if self.resumed { " (resumed)" } else { "" });
+        if let Some(e) = &self.error {
+            let _ = writeln!(s, "  error      {e}");
+        }
+        let o = &self.options;
+        let who = if let Some(f) = &o.users_file {
+            format!("from {f}")
+        } else {
+            format!("matching {}", o.attributes.join(" or "))
+        };
+        let _ = writeln!(s, "  users      {} {who}", self.users);
+        let _ = writeln!(s, "  range      {} .. {} in {} windows ({})", o.since, o.until, o.window, o.mode);
+        let _ = writeln!(
+            s,
+            "  cells      {} committed, {} skipped (already committed), {} planned",
+            self.cells.committed, self.cells.skipped, self.cells.planned
+        );
+        let statuses: Vec<String> = self.requests.by_status.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ = writeln!(
+            s,
+            "  requests   {} ({}), {} retries, {} transport errors, {} received",
+            self.requests.total,
+            statuses.join(", "),
+            self.requests.retries,
+            self.requests.transport_errors,
+            human_bytes(self.requests.bytes_received)
+        );
+        let _ = writeln!(
+            s,
+            "  messages   {} written, {} rejected (dead-letter), {} outside window skipped",
+            self.messages.written, self.messages.rejected, self.messages.outside_window
+        );
+        let _ = writeln!(
+            s,
+            "  files      {} written ({}), {} replaced ({} earlier rows taken out)",
+            self.sink.files_written,
+            human_bytes(self.sink.bytes_written),
+            self.sink.files_replaced,
+            self.sink.rows_replaced
+        );
+        let _ = write!(s, "  output     {} ({})", o.out, o.format);
+        if o.out != "-" {
+            let _ = write!(s, "; report {}", Path::new(&o.out).join("_run_report.json").display());
+        }
+        s.push('\n');
+        s
+    }
+}
+
+/// `1.2 MB` style sizes (decimal units).
+pub fn human_bytes(n: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}

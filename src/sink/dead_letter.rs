@@ -1,0 +1,42 @@
+//! Dead-letter records: messages that could not be normalized, with the reason.
+//!
+//! Written as JSON Lines to `OUT/_dead_letter/part-<unit>-<cell>.jsonl` (committed with the
+//! unit, so a re-run does not repeat them) or to stderr for `--out -`.
+
+use serde::Serialize;
+
+use crate::normalize::{Reject, Window};
+
+/// One dead-letter line.
+#[derive(Debug, Serialize)]
+pub struct DeadLetter<'a> {
+    /// The run that met the message.
+    pub run_id: &'a str,
+    /// The user.
+    pub channel_user_id: &'a str,
+    /// The cell window start, ms since epoch UTC.
+    pub window_start_ms: i64,
+    /// The cell window end (exclusive).
+    pub window_end_ms: i64,
+    /// The page the message was on.
+    pub page_number: u32,
+    /// Why it was rejected.
+    pub reason: &'a str,
+    /// The message's raw JSON text.
+    pub raw_json: &'a str,
+}
+
+/// Appends one JSON line for `reject` to `out`.
+pub fn encode(out: &mut Vec<u8>, run_id: &str, user: &str, window: Window, reject: &Reject) {
+    let line = DeadLetter {
+        run_id,
+        channel_user_id: user,
+        window_start_ms: window.start_ms,
+        window_end_ms: window.end_ms,
+        page_number: reject.page_number,
+        reason: &reject.reason,
+        raw_json: &reject.raw_json,
+    };
+    serde_json::to_writer(&mut *out, &line).expect("writing to a Vec cannot fail");
+    out.push(b'\n');
+}

@@ -1,0 +1,216 @@
+//! One output file being written: Parquet (zstd) or JSONL (optionally gzip), staged under a
+//! hidden temporary name, fsynced on close. Rotation and naming are the caller's (`files`).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_json::writer::{LineDelimited, LineDelimitedWriter, WriterBuilder};
+use flate2::write::GzEncoder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::SinkError;
+
+/// Output file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Apache Parquet, zstd-compressed.
+    Parquet,
+    /// JSON Lines.
+    Jsonl,
+}
+
+/// Encoding settings shared by all files of a run.
+#[derive(Debug, Clone)]
+pub struct Encoding {
+    /// The format.
+    pub format: Format,
+    /// Gzip JSONL files (`.jsonl.gz`).
+    pub gzip: bool,
+    /// Parquet writer properties (zstd level, row-group size in bytes).
+    pub parquet: Arc<WriterProperties>,
+    /// Gzip level 0-9.
+    pub gzip_level: u32,
+}
+
+impl Encoding {
+    /// Builds the settings. `row_group_bytes`: a row group is flushed when its estimated encoded
+    /// size passes this; `zstd_level`: 1-22.
+    ///
+    /// # Errors
+    /// A message naming the bad zstd level.
+    pub fn new(format: Format, gzip: bool, zstd_level: i32, row_group_bytes: usize, gzip_level: u32) -> Result<Self, String> {
+        let zstd = ZstdLevel::try_new(zstd_level)
+            .map_err(|e| format!("zstd_level {zstd_level} is out of range (1..=22): {e}"))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(zstd))
+            .set_max_row_group_row_count(None)
+            .set_max_row_group_bytes(Some(row_group_bytes.max(1)))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_created_by(concat!("engati-etl ", env!("CARGO_PKG_VERSION")).to_owned())
+            .build();
+        Ok(Encoding {
+            format,
+            gzip,
+            parquet: Arc::new(props),
+            gzip_level: gzip_level.min(9),
+        })
+    }
+
+    /// File extension: `parquet`, `jsonl` or `jsonl.gz`.
+    pub fn extension(&self) -> &'static str {
+        match (self.format, self.gzip) {
+            (Format::Parquet, _) => "parquet",
+            (Format::Jsonl, false) => "jsonl",
+            (Format::Jsonl, true) => "jsonl.gz",
+        }
+    }
+}
+
+/// A `Write` that counts the bytes that reach the file.
+pub struct Counting<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+type FileOut = Counting<BufWriter<File>>;
+
+enum Kind {
+    Parquet(ArrowWriter<FileOut>),
+    Jsonl(LineDelimitedWriter<FileOut>),
+    JsonlGz(LineDelimitedWriter<GzEncoder<FileOut>>),
+}
+
+/// An open staged file.
+pub struct PartWriter {
+    kind: Kind,
+    path: PathBuf,
+    rows: u64,
+}
+
+/// JSONL writer options: explicit nulls, RFC 3339 UTC timestamps with milliseconds.
+pub fn jsonl_writer<W: Write>(w: W) -> LineDelimitedWriter<W> {
+    WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .with_timestamp_tz_format("%Y-%m-%dT%H:%M:%S%.3fZ".to_owned())
+        .build::<W, LineDelimited>(w)
+}
+
+impl PartWriter {
+    /// Creates `path` (its directory must exist) for batches of `schema`.
+    ///
+    /// # Errors
+    /// [`SinkError`] for I/O or Parquet setup failures.
+    pub fn create(path: &Path, enc: &Encoding, schema: arrow_schema::SchemaRef) -> Result<Self, SinkError> {
+        let file = File::create(path).map_err(|source| SinkError::Io {
+            action: "creating",
+            path: path.to_owned(),
+            source,
+        })?;
+        let out = Counting {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            count: 0,
+        };
+        let kind = match (enc.format, enc.gzip) {
+            (Format::Parquet, _) => Kind::Parquet(
+                ArrowWriter::try_new(out, schema, Some((*enc.parquet).clone())).map_err(|e| SinkError::parquet(path, e))?,
+            ),
+            (Format::Jsonl, false) => Kind::Jsonl(jsonl_writer(out)),
+            (Format::Jsonl, true) => Kind::JsonlGz(jsonl_writer(GzEncoder::new(
+                out,
+                flate2::Compression::new(enc.gzip_level),
+            ))),
+        };
+        Ok(PartWriter {
+            kind,
+            path: path.to_owned(),
+            rows: 0,
+        })
+    }
+
+    /// Appends a batch.
+    ///
+    /// # Errors
+    /// [`SinkError`] for encoding or I/O failures.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        let path = &self.path;
+        match &mut self.kind {
+            Kind::Parquet(w) => w.write(batch).map_err(|e| SinkError::parquet(path, e))?,
+            Kind::Jsonl(w) => w.write(batch).map_err(|e| SinkError::arrow(path, e))?,
+            Kind::JsonlGz(w) => w.write(batch).map_err(|e| SinkError::arrow(path, e))?,
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Bytes this file will have if closed now (for rotation by size; estimates the
+    /// row group or compressor buffer still in memory).
+    pub fn size_estimate(&self) -> u64 {
+        match &self.kind {
+            Kind::Parquet(w) => (w.bytes_written() + w.in_progress_size()) as u64,
+            Kind::Jsonl(w) => w.get_ref().count,
+            Kind::JsonlGz(w) => w.get_ref().get_ref().count,
+        }
+    }
+
+    /// Rows written.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The staged path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Finishes the file (Parquet footer, gzip trailer), flushes and fsyncs it. Returns bytes.
+    ///
+    /// # Errors
+    /// [`SinkError`] for encoding or I/O failures.
+    pub fn finish(self) -> Result<u64, SinkError> {
+        let path = self.path;
+        let io = |source| SinkError::Io {
+            action: "writing",
+            path: path.clone(),
+            source,
+        };
+        let out: FileOut = match self.kind {
+            Kind::Parquet(w) => w.into_inner().map_err(|e| SinkError::parquet(&path, e))?,
+            Kind::Jsonl(mut w) => {
+                w.finish().map_err(|e| SinkError::arrow(&path, e))?;
+                w.into_inner()
+            }
+            Kind::JsonlGz(mut w) => {
+                w.finish().map_err(|e| SinkError::arrow(&path, e))?;
+                w.into_inner().finish().map_err(io)?
+            }
+        };
+        let count = out.count;
+        let file = out.inner.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        Ok(count)
+    }
+
+    /// Abandons the file and deletes it.
+    pub fn discard(self) {
+        let path = self.path.clone();
+        drop(self);
+        let _ = std::fs::remove_file(path);
+    }
+}
