@@ -280,7 +280,11 @@ impl SourceArgs {
 }
 
 /// Collects flag values into [`Overrides`].
-pub fn overrides(source: &SourceArgs, range: Option<&RangeArgs>, sink: Option<&SinkArgs>) -> Overrides {
+pub fn overrides(
+    source: &SourceArgs,
+    range: Option<&RangeArgs>,
+    sink: Option<&SinkArgs>,
+) -> Overrides {
     let mut o = Overrides::default();
     source.apply(&mut o);
     if let Some(r) = range {
@@ -312,13 +316,39 @@ mod tests {
     #[test]
     fn the_export_flag_contract_parses() {
         let cli = Cli::try_parse_from([
-            "engati-etl", "export", "--provider", "engati", "--customer-id", "61179", "--bot-key", "bb67e0773bed4c7e",
-            "--attribute", "feedback=1", "--attribute", "feedback=2", "--since", "2026-01-01", "--until", "2026-02-01",
-            "--window", "1d", "--page-size", "500", "--concurrency", "16", "--max-rps", "50", "--format", "parquet",
-            "--out", "out/x",
+            "engati-etl",
+            "export",
+            "--provider",
+            "engati",
+            "--customer-id",
+            "61179",
+            "--bot-key",
+            "bb67e0773bed4c7e",
+            "--attribute",
+            "feedback=1",
+            "--attribute",
+            "feedback=2",
+            "--since",
+            "2026-01-01",
+            "--until",
+            "2026-02-01",
+            "--window",
+            "1d",
+            "--page-size",
+            "500",
+            "--concurrency",
+            "16",
+            "--max-rps",
+            "50",
+            "--format",
+            "parquet",
+            "--out",
+            "out/x",
         ])
         .unwrap();
-        let Cmd::Export(a) = cli.command else { panic!("export") };
+        let Cmd::Export(a) = cli.command else {
+            panic!("export")
+        };
         let o = overrides(&a.source, Some(&a.range), Some(&a.sink));
         assert_eq!(o.attributes, vec!["feedback=1", "feedback=2"]);
         assert_eq!(o.out, Some(PathBuf::from("out/x")));

@@ -47,6 +47,10 @@ pub const DEFAULT_ROW_GROUP_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Default cells per checkpoint unit.
 pub const DEFAULT_CHECKPOINT_USERS: usize = 5000;
+/// Cells fetched ahead of the one being written, at most.
+pub const DEFAULT_LOOKAHEAD_CELLS: usize = 4096;
+/// Normalized batches buffered ahead of the sink before no new cell starts: 32 MiB.
+pub const DEFAULT_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
 /// The environment variable holding the API key.
 pub const API_KEY_ENV: &str = "ENGATI_API_KEY";
 
@@ -418,13 +422,20 @@ impl Settings {
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] listing every problem, each naming the key/flag and the fix.
-    pub fn validate(file: &PipelineFile, command: Command, now_ms: i64) -> Result<Settings, ConfigError> {
+    pub fn validate(
+        file: &PipelineFile,
+        command: Command,
+        now_ms: i64,
+    ) -> Result<Settings, ConfigError> {
         let mut p: Vec<String> = Vec::new();
         let s = &file.source;
         let sandbox = file.sandbox.as_ref().is_some_and(|x| x.enabled);
 
         let provider = match s.provider.as_deref() {
-            Some(v) => v.parse::<Provider>().map_err(|e| p.push(format!("provider (--provider): {e}"))).ok(),
+            Some(v) => v
+                .parse::<Provider>()
+                .map_err(|e| p.push(format!("provider (--provider): {e}")))
+                .ok(),
             None if sandbox => Some(Provider::Custom),
             None => {
                 p.push("provider (--provider) is required: engati, engati-com, alertspanel, floatchat, technowiz or custom".into());
@@ -462,9 +473,13 @@ impl Settings {
             }
         };
         let bot_key = match s.bot_key.as_deref() {
-            Some(b) if !b.is_empty() && b.bytes().all(|c| c.is_ascii_alphanumeric()) => b.to_owned(),
+            Some(b) if !b.is_empty() && b.bytes().all(|c| c.is_ascii_alphanumeric()) => {
+                b.to_owned()
+            }
             Some(b) => {
-                p.push(format!("bot_key (--bot-key) `{b}` must be letters and digits, e.g. bb67e0773bed4c7e"));
+                p.push(format!(
+                    "bot_key (--bot-key) `{b}` must be letters and digits, e.g. bb67e0773bed4c7e"
+                ));
                 String::new()
             }
             None if sandbox => String::new(),
@@ -489,12 +504,18 @@ impl Settings {
         let users = match (&s.users_file, attrs.is_empty()) {
             (Some(f), true) => UsersSource::File(f.clone()),
             (Some(_), false) => {
-                p.push("use either attributes (--attribute) or users_file (--users-file), not both".into());
+                p.push(
+                    "use either attributes (--attribute) or users_file (--users-file), not both"
+                        .into(),
+                );
                 UsersSource::Filters(filters)
             }
             (None, false) => UsersSource::Filters(filters),
             (None, true) => {
-                p.push("say which users: --attribute NAME=VALUE (repeatable) or --users-file PATH".into());
+                p.push(
+                    "say which users: --attribute NAME=VALUE (repeatable) or --users-file PATH"
+                        .into(),
+                );
                 UsersSource::Filters(filters)
             }
         };
@@ -505,7 +526,9 @@ impl Settings {
         }
         let concurrency = s.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if !(1..=1024).contains(&concurrency) {
-            p.push(format!("concurrency (--concurrency) {concurrency} must be between 1 and 1024"));
+            p.push(format!(
+                "concurrency (--concurrency) {concurrency} must be between 1 and 1024"
+            ));
         }
         let max_rps = s.max_rps.unwrap_or(DEFAULT_MAX_RPS);
         if max_rps == 0 {
@@ -525,9 +548,16 @@ impl Settings {
             })
         }
         fn instant(p: &mut Vec<String>, now_ms: i64, key: &str, v: Option<&str>) -> Option<i64> {
-            parse_user_instant(v?, now_ms).map_err(|e| p.push(format!("{key}: {e}"))).ok()
+            parse_user_instant(v?, now_ms)
+                .map_err(|e| p.push(format!("{key}: {e}")))
+                .ok()
         }
-        let window_ms = dur(&mut p, "window (--window)", r.window.as_deref(), DEFAULT_WINDOW);
+        let window_ms = dur(
+            &mut p,
+            "window (--window)",
+            r.window.as_deref(),
+            DEFAULT_WINDOW,
+        );
         let incremental = match r.mode.as_deref() {
             None | Some("range") => false,
             Some("incremental") => true,
@@ -537,10 +567,22 @@ impl Settings {
             }
         };
         let incremental = incremental && command == Command::Run;
-        let lookback_ms = incremental.then(|| dur(&mut p, "range.lookback", r.lookback.as_deref(), DEFAULT_LOOKBACK));
+        let lookback_ms = incremental.then(|| {
+            dur(
+                &mut p,
+                "range.lookback",
+                r.lookback.as_deref(),
+                DEFAULT_LOOKBACK,
+            )
+        });
         let mode = if incremental {
             let start = instant(&mut p, now_ms, "range.start", r.start.as_deref());
-            let until = instant(&mut p, now_ms, "range.until (--until)", r.until.as_deref().or(Some("today")));
+            let until = instant(
+                &mut p,
+                now_ms,
+                "range.until (--until)",
+                r.until.as_deref().or(Some("today")),
+            );
             if r.start.is_none() {
                 p.push("range.start is required for incremental mode: where a new user's history begins, e.g. start = \"2025-01-01\"".into());
             }
@@ -549,7 +591,11 @@ impl Settings {
             }
             match (start, until) {
                 (Some(s0), Some(u)) if s0 >= u => {
-                    p.push(format!("range.start {} must be before range.until {}", rfc3339_ms(s0), rfc3339_ms(u)));
+                    p.push(format!(
+                        "range.start {} must be before range.until {}",
+                        rfc3339_ms(s0),
+                        rfc3339_ms(u)
+                    ));
                     None
                 }
                 (Some(s0), Some(u)) => Some(Mode::Incremental {
@@ -577,7 +623,10 @@ impl Settings {
                     ));
                     None
                 }
-                (Some(a), Some(b)) => Some(Mode::Range { since_ms: a, until_ms: b }),
+                (Some(a), Some(b)) => Some(Mode::Range {
+                    since_ms: a,
+                    until_ms: b,
+                }),
                 _ => None,
             }
         };
@@ -599,10 +648,14 @@ impl Settings {
         let out = match k.out.as_deref() {
             Some(o) if o == Path::new("-") => {
                 if format == Some(Format::Parquet) {
-                    p.push("--out - (stdout) needs --format jsonl; Parquet needs a directory".into());
+                    p.push(
+                        "--out - (stdout) needs --format jsonl; Parquet needs a directory".into(),
+                    );
                 }
                 if k.gzip == Some(true) {
-                    p.push("--gzip does not apply to --out - (stdout); pipe into gzip instead".into());
+                    p.push(
+                        "--gzip does not apply to --out - (stdout); pipe into gzip instead".into(),
+                    );
                 }
                 Some(OutTarget::Stdout)
             }
@@ -611,7 +664,9 @@ impl Settings {
                 state_dir: k.state_dir.clone().unwrap_or_else(|| o.join("_state")),
             }),
             None => {
-                p.push("out (--out) is required: an output directory, or - for JSONL on stdout".into());
+                p.push(
+                    "out (--out) is required: an output directory, or - for JSONL on stdout".into(),
+                );
                 None
             }
         };
@@ -621,11 +676,15 @@ impl Settings {
         }
         let target_file_bytes = k.target_file_bytes.unwrap_or(DEFAULT_TARGET_FILE_BYTES);
         if target_file_bytes < 1024 {
-            p.push(format!("target_file_bytes {target_file_bytes} is too small (at least 1024)"));
+            p.push(format!(
+                "target_file_bytes {target_file_bytes} is too small (at least 1024)"
+            ));
         }
         let row_group_bytes = k.row_group_bytes.unwrap_or(DEFAULT_ROW_GROUP_BYTES);
         if row_group_bytes < 1024 {
-            p.push(format!("row_group_bytes {row_group_bytes} is too small (at least 1024)"));
+            p.push(format!(
+                "row_group_bytes {row_group_bytes} is too small (at least 1024)"
+            ));
         }
         let checkpoint_users = k.checkpoint_users.unwrap_or(DEFAULT_CHECKPOINT_USERS);
         if checkpoint_users == 0 {
@@ -669,8 +728,14 @@ impl Settings {
             timeout_secs,
             max_retries,
             users_keys: UsersKeys {
-                list_keys: s.users_list_keys.clone().unwrap_or_else(|| UsersKeys::default().list_keys),
-                id_keys: s.user_id_keys.clone().unwrap_or_else(|| UsersKeys::default().id_keys),
+                list_keys: s
+                    .users_list_keys
+                    .clone()
+                    .unwrap_or_else(|| UsersKeys::default().list_keys),
+                id_keys: s
+                    .user_id_keys
+                    .clone()
+                    .unwrap_or_else(|| UsersKeys::default().id_keys),
             },
             conversations_keys: s
                 .conversations_keys
@@ -691,7 +756,10 @@ impl Settings {
     pub fn read_key(&self, env_key: Option<String>) -> Result<Secret, ConfigError> {
         if let Some(f) = &self.api_key_file {
             return Secret::from_file(f).map_err(|e| {
-                ConfigError::Invalid(vec![format!("api_key_file (--api-key-file) {}: {e}", f.display())])
+                ConfigError::Invalid(vec![format!(
+                    "api_key_file (--api-key-file) {}: {e}",
+                    f.display()
+                )])
             });
         }
         match env_key.map(Secret::new) {
@@ -757,7 +825,8 @@ impl Settings {
             window_ms: self.window_ms,
             page_size: self.page_size,
             checkpoint_users: self.checkpoint_users,
-            lookahead: (self.concurrency * 2).max(4),
+            lookahead: DEFAULT_LOOKAHEAD_CELLS,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
             output,
             namespace: self.namespace,
             report_options,
@@ -768,11 +837,17 @@ impl Settings {
     pub fn report_options(&self) -> ReportOptions {
         let (mode, since, until) = match self.mode {
             Mode::Range { since_ms, until_ms } => (
-                if self.namespace.starts_with("backfill") { "backfill" } else { "range" },
+                if self.namespace.starts_with("backfill") {
+                    "backfill"
+                } else {
+                    "range"
+                },
                 since_ms,
                 until_ms,
             ),
-            Mode::Incremental { start_ms, until_ms, .. } => ("incremental", start_ms, until_ms),
+            Mode::Incremental {
+                start_ms, until_ms, ..
+            } => ("incremental", start_ms, until_ms),
         };
         ReportOptions {
             provider: self.provider.to_string(),
@@ -860,7 +935,10 @@ mod tests {
         };
         let s = Settings::validate(&base().merge(&o), Command::Run, 0).unwrap();
         assert_eq!(s.concurrency, 4);
-        assert_eq!(s.users, UsersSource::Filters(vec!["segment=vip".parse().unwrap()]));
+        assert_eq!(
+            s.users,
+            UsersSource::Filters(vec!["segment=vip".parse().unwrap()])
+        );
     }
 
     #[test]
@@ -872,11 +950,22 @@ mod tests {
             provider: Some("custom".into()),
             ..Default::default()
         };
-        let err = Settings::validate(&base().merge(&o), Command::Run, 0).unwrap_err().to_string();
-        assert!(err.contains("since 2026-03-01 must be before until 2026-02-01"), "{err}");
-        assert!(err.contains("`nonsense` must look like NAME=VALUE"), "{err}");
+        let err = Settings::validate(&base().merge(&o), Command::Run, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("since 2026-03-01 must be before until 2026-02-01"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`nonsense` must look like NAME=VALUE"),
+            "{err}"
+        );
         assert!(err.contains("page_size (--page-size) 900"), "{err}");
-        assert!(err.contains("base_url (--base-url) is required for provider `custom`"), "{err}");
+        assert!(
+            err.contains("base_url (--base-url) is required for provider `custom`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -894,7 +983,9 @@ mod tests {
             out: Some("-".into()),
             ..Default::default()
         };
-        let err = Settings::validate(&base().merge(&o), Command::Export, 0).unwrap_err().to_string();
+        let err = Settings::validate(&base().merge(&o), Command::Export, 0)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("needs --format jsonl"), "{err}");
         let s = Settings::validate(&base(), Command::Run, 0).unwrap();
         let err = s.read_key(None).unwrap_err().to_string();

@@ -1,17 +1,17 @@
 //! engati-etl: export chatbot conversations from Engati (and its white-label brands) to
 //! Parquet, JSONL or a CRM.
+pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod engati;
 pub mod normalize;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
+pub mod report;
 pub mod sandbox;
 pub mod schema;
 pub mod secret;
-pub mod time;
-pub mod plan;
 pub mod sink;
 pub mod state;
-pub mod pipeline;
-pub mod report;
-pub mod config;
-pub mod cli;
-pub mod progress;
-pub mod commands;
+pub mod time;

@@ -11,14 +11,19 @@ fn main() -> std::process::ExitCode {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default_level},hyper=warn,reqwest=warn,h2=warn,axum=warn"))
+        EnvFilter::new(format!(
+            "{default_level},hyper=warn,reqwest=warn,h2=warn,axum=warn"
+        ))
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("engati-etl: error: cannot start the async runtime: {e}");

@@ -20,7 +20,7 @@ use std::ops::Range;
 use serde::Deserialize;
 use xxhash_rust::xxh3::Xxh3Default;
 
-use crate::engati::wire::{parse_timestamp, raw_as_text, Text, WireMessage};
+use crate::engati::wire::{Text, WireMessage, parse_timestamp, raw_as_text};
 use crate::schema::{MessageBatchBuilder, MessageRow, RowContext};
 
 /// Half-open time window `[start_ms, end_ms)`, ms since epoch UTC.
@@ -127,7 +127,8 @@ impl<'a> PageNormalizer<'a> {
 
     /// One message: `Ok(true)` appended, `Ok(false)` outside the window, `Err(reason)` reject.
     fn message(&mut self, raw: &str, out: &mut MessageBatchBuilder) -> Result<bool, String> {
-        let m = WireMessage::parse(raw).map_err(|e| format!("message is not a readable object: {e}"))?;
+        let m = WireMessage::parse(raw)
+            .map_err(|e| format!("message is not a readable object: {e}"))?;
         let sent_at = parse_timestamp(m.timestamp).map_err(|e| e.to_string())?;
         if !self.window.contains(sent_at) {
             return Ok(false);
@@ -223,10 +224,10 @@ pub fn message_id_hex(base: u128, occurrence: u32, out: &mut String) {
 /// messages such as AGENT_PARTICIPATION_STATUS). Unknown senders count as inbound, the reading
 /// production clients of the API use (engati-api.md: only `"bot"` is known to be outbound).
 pub fn direction(sender: Option<&str>, message_type: Option<&str>) -> &'static str {
-    if let Some(t) = message_type {
-        if t.ends_with("_STATUS") || t.ends_with("_EVENT") {
-            return "event";
-        }
+    if let Some(t) = message_type
+        && (t.ends_with("_STATUS") || t.ends_with("_EVENT"))
+    {
+        return "event";
     }
     match sender {
         Some(s) if s.eq_ignore_ascii_case("bot") || s.eq_ignore_ascii_case("agent") => "outbound",
@@ -299,8 +300,14 @@ pub fn strip_html(s: &str) -> Cow<'_, str> {
         match (starts_tag, after.find('>')) {
             (true, Some(close)) => {
                 let tag = after[..close].trim_start_matches('/').to_ascii_lowercase();
-                let name = tag.split(|c: char| !c.is_ascii_alphanumeric()).next().unwrap_or("");
-                if matches!(name, "br" | "p" | "div" | "li" | "tr") && !out.ends_with('\n') && !out.is_empty() {
+                let name = tag
+                    .split(|c: char| !c.is_ascii_alphanumeric())
+                    .next()
+                    .unwrap_or("");
+                if matches!(name, "br" | "p" | "div" | "li" | "tr")
+                    && !out.ends_with('\n')
+                    && !out.is_empty()
+                {
                     out.push('\n');
                 }
                 rest = &after[close + 1..];
@@ -323,7 +330,8 @@ fn file_fields<'m>(
 ) -> (Option<Cow<'m, str>>, Option<Cow<'m, str>>) {
     let text = |t: &'m Option<Text<'m>>| t.as_ref().map(|t| Cow::Borrowed(t.as_str()));
     if let Some(f) = &m.file {
-        let mime = text(&f.mime_type).or_else(|| content.and_then(placeholder_mime).map(Cow::Borrowed));
+        let mime =
+            text(&f.mime_type).or_else(|| content.and_then(placeholder_mime).map(Cow::Borrowed));
         return (text(&f.url), mime);
     }
     if let Some(media) = &m.media {
@@ -347,9 +355,9 @@ fn placeholder_mime(content: &str) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::engati::wire::parse_conversations_page;
+    use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::TimestampMillisecondType;
-    use arrow_array::Array;
 
     fn cx() -> RowContext {
         RowContext {
@@ -396,14 +404,34 @@ mod tests {
 
     #[test]
     fn normalizes_every_documented_message_type() {
-        let w = Window { start_ms: day(2026, 8, 12), end_ms: day(2026, 8, 13) };
+        let w = Window {
+            start_ms: day(2026, 8, 12),
+            end_ms: day(2026, 8, 13),
+        };
         let (batch, rejects, counts) = run(w);
-        assert_eq!(counts, PageCounts { rows: 6, out_of_window: 1, rejected: 1 });
+        assert_eq!(
+            counts,
+            PageCounts {
+                rows: 6,
+                out_of_window: 1,
+                rejected: 1
+            }
+        );
         assert_eq!(rejects.len(), 1);
-        assert!(rejects[0].reason.contains("yesterday"), "{}", rejects[0].reason);
+        assert!(
+            rejects[0].reason.contains("yesterday"),
+            "{}",
+            rejects[0].reason
+        );
         assert!(rejects[0].raw_json.contains("\"yesterday\""));
 
-        let col = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>().clone();
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .unwrap()
+                .as_string::<i32>()
+                .clone()
+        };
         let text = col("text");
         let direction = col("direction");
         assert_eq!(text.value(0), "Hi, my order is late");
@@ -412,9 +440,15 @@ mod tests {
         let options = batch.column_by_name("options").unwrap().as_list::<i32>();
         let first = options.value(1);
         let first = first.as_string::<i32>();
-        assert_eq!((first.value(0), first.value(1)), ("Track order", "Talk to agent"));
+        assert_eq!(
+            (first.value(0), first.value(1)),
+            ("Track order", "Talk to agent")
+        );
         assert!(options.is_null(0));
-        assert_eq!(col("file_url").value(2), "https://files.example/IMG_01.jpeg-NUBM6.jpeg");
+        assert_eq!(
+            col("file_url").value(2),
+            "https://files.example/IMG_01.jpeg-NUBM6.jpeg"
+        );
         assert_eq!(col("file_mime_type").value(2), "image/jpeg");
         assert_eq!(text.value(3), "Ravi joined the conversation");
         assert_eq!(direction.value(3), "event");
@@ -423,7 +457,10 @@ mod tests {
         assert!(col("raw_json").value(4).contains("\"extra\": [1,2]"));
         assert_eq!(col("message_type").value(5), "CAROUSEL");
         assert_eq!(col("sender").value(5), "robot");
-        let sent = batch.column_by_name("sent_at").unwrap().as_primitive::<TimestampMillisecondType>();
+        let sent = batch
+            .column_by_name("sent_at")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
         assert_eq!(sent.value(0), day(2026, 8, 12) + 30_807_512);
     }
 
@@ -435,14 +472,19 @@ mod tests {
           {"sender":"user","message_type":"TEXT","response":"ok","timestamp":"2026-08-12 00:00:00.000+0000"},
           {"sender":"user","message_type":"TEXT","response":"ok!","timestamp":"2026-08-12 00:00:00.000+0000"}]"#;
         let spans = parse_conversations_page(body.as_bytes(), &[]).unwrap();
-        let w = Window { start_ms: day(2026, 8, 12), end_ms: day(2026, 8, 13) };
+        let w = Window {
+            start_ms: day(2026, 8, 12),
+            end_ms: day(2026, 8, 13),
+        };
         let ids = |spans: &[Range<usize>]| {
             let mut n = PageNormalizer::new(&cx, "1", None, w);
             let mut b = MessageBatchBuilder::with_capacity(3, 100);
             n.page(body, spans, 1, &mut b, &mut Vec::new());
             let batch = b.finish();
             let ids = batch.column(0).as_string::<i32>();
-            (0..ids.len()).map(|i| ids.value(i).to_owned()).collect::<Vec<_>>()
+            (0..ids.len())
+                .map(|i| ids.value(i).to_owned())
+                .collect::<Vec<_>>()
         };
         let a = ids(&spans);
         assert_eq!(a, ids(&spans));
@@ -455,12 +497,18 @@ mod tests {
         n.page(body, &spans[1..], 2, &mut b, &mut Vec::new());
         let batch = b.finish();
         let ids2 = batch.column(0).as_string::<i32>();
-        assert_eq!((0..3).map(|i| ids2.value(i).to_owned()).collect::<Vec<_>>(), a);
+        assert_eq!(
+            (0..3).map(|i| ids2.value(i).to_owned()).collect::<Vec<_>>(),
+            a
+        );
     }
 
     #[test]
     fn window_edges_are_half_open() {
-        let w = Window { start_ms: 1000, end_ms: 2000 };
+        let w = Window {
+            start_ms: 1000,
+            end_ms: 2000,
+        };
         assert!(w.contains(1000) && w.contains(1999) && !w.contains(2000) && !w.contains(999));
     }
 
@@ -472,6 +520,9 @@ mod tests {
         assert_eq!(parse_options("[]"), Some(vec![]));
         assert_eq!(parse_options("[⭐, ⭐⭐]"), Some(vec!["⭐", "⭐⭐"]));
         assert_eq!(parse_options("no list"), None);
-        assert_eq!(placeholder_mime("User uploaded a.pdf - [application/pdf]"), Some("application/pdf"));
+        assert_eq!(
+            placeholder_mime("User uploaded a.pdf - [application/pdf]"),
+            Some("application/pdf")
+        );
     }
 }

@@ -2,19 +2,23 @@
 //!
 //! [`run`] lists the users, plans cells and units (`plan`), and walks the units in order. Each
 //! cell is fetched by its own task (pages until a short page), normalized on the way into
-//! Arrow batches, and handed to the sink thread **in plan order**: up to `lookahead` cells are
-//! fetched ahead of the one being written, each holding at most two pages, so memory stays
-//! bounded however many users or messages there are, and the output is the same on every run.
-//! At most `concurrency` requests are in flight and at most `max_rps` are sent per second
-//! (the client enforces both). A unit is committed when its last cell is written.
+//! Arrow batches, and handed to the sink thread **in plan order**, so the output is the same
+//! on every run and a unit can be committed cell by cell as a prefix. To keep requests flowing
+//! while the cell being written waits (a slow page, a 429 with `Retry-After`), cells ahead of
+//! it are fetched and buffered: new cells start only while the buffered batches stay under
+//! `buffer_bytes` (and at most `lookahead` cells are ahead), and each cell buffers at most
+//! four pages, so memory stays bounded however many users or messages there are. At most
+//! `concurrency` requests are in flight and at most `max_rps` are sent per second (the client
+//! enforces both). A unit is committed when its last cell is written.
 //!
-//! Ctrl-C / SIGTERM ([`RunControl::stop`]): no new cell starts; cells in flight finish and are
-//! committed; the run ends `interrupted` (exit 130) and resumes from there next time.
+//! Ctrl-C / SIGTERM ([`RunControl::stop`]): no new cell starts; the cell being written is
+//! finished, cells already fetched in full are written too, the rest is dropped; what was
+//! written is committed; the run ends `interrupted` (exit 130) and resumes from there.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -25,7 +29,9 @@ use crate::engati::provider::Provider;
 use crate::engati::users::{self, AttributeFilter, UserSpec, UsersFileError};
 use crate::normalize::{PageCounts, PageNormalizer, Reject, Window};
 use crate::plan::{Plan, Unit};
-use crate::report::{CellCounts, MessageCounts, ReportOptions, RequestCounts, RunReport, RunStatus};
+use crate::report::{
+    CellCounts, MessageCounts, ReportOptions, RequestCounts, RunReport, RunStatus,
+};
 use crate::schema::{MessageBatchBuilder, RowContext};
 use crate::sink::files::{self, FileSinkConfig};
 use crate::sink::{CellRef, Encoding, SinkCounters, SinkError, SinkMsg, SinkReport, UnitInfo};
@@ -98,8 +104,10 @@ pub struct RunSpec {
     pub page_size: u32,
     /// Cells per unit.
     pub checkpoint_users: usize,
-    /// Cells fetched ahead of the one being written.
+    /// Cells fetched ahead of the one being written, at most.
     pub lookahead: usize,
+    /// Bytes of normalized batches buffered ahead of the sink before no new cell starts.
+    pub buffer_bytes: u64,
     /// Output.
     pub output: OutputSpec,
     /// State namespace (`export`, `range`, `incremental`, `backfill:<from>:<to>`).
@@ -211,7 +219,10 @@ struct ParamsForResume<'a> {
 
 fn new_run_id(now: i64) -> String {
     let t = rfc3339_ms(now);
-    let compact: String = t[..19].chars().filter(|c| c.is_ascii_digit() || *c == 'T').collect();
+    let compact: String = t[..19]
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect();
     format!("{compact}Z-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
@@ -226,7 +237,10 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
             report: Some(report),
             error: None,
         },
-        Err((report, error)) => RunOutcome { report, error: Some(error) },
+        Err((report, error)) => RunOutcome {
+            report,
+            error: Some(error),
+        },
     }
 }
 
@@ -240,13 +254,19 @@ struct Partial {
 
 type Failure = (Option<RunReport>, RunError);
 
-async fn run_inner(spec: &RunSpec, control: &RunControl, started: i64) -> Result<RunReport, Failure> {
+async fn run_inner(
+    spec: &RunSpec,
+    control: &RunControl,
+    started: i64,
+) -> Result<RunReport, Failure> {
     let fail = |e: RunError| (None, e);
     let client = Client::new(spec.client.clone()).map_err(|e| fail(e.into()))?;
 
     // State first: recover an interrupted commit before anything reads the output.
     let mut state = match &spec.output {
-        OutputSpec::Files { out_dir, state_dir, .. } => {
+        OutputSpec::Files {
+            out_dir, state_dir, ..
+        } => {
             std::fs::create_dir_all(out_dir).map_err(|e| {
                 fail(RunError::Config(format!(
                     "out: cannot create output directory {}: {e}",
@@ -256,7 +276,11 @@ async fn run_inner(spec: &RunSpec, control: &RunControl, started: i64) -> Result
             let mut st = StateStore::open(state_dir).map_err(|e| fail(e.into()))?;
             let (finished, strays) = st.recover(out_dir).map_err(|e| fail(e.into()))?;
             if finished + strays > 0 {
-                tracing::info!(commits = finished, staged_files = strays, "Recovered from an interrupted run.");
+                tracing::info!(
+                    commits = finished,
+                    staged_files = strays,
+                    "Recovered from an interrupted run."
+                );
             }
             Some(st)
         }
@@ -264,7 +288,9 @@ async fn run_inner(spec: &RunSpec, control: &RunControl, started: i64) -> Result
     };
 
     let users: Vec<UserSpec> = match &spec.users {
-        UsersSource::Filters(filters) => users::list_users(&client, filters).await.map_err(|e| fail(e.into()))?,
+        UsersSource::Filters(filters) => users::list_users(&client, filters)
+            .await
+            .map_err(|e| fail(e.into()))?,
         UsersSource::File(path) => users::read_users_file(path).map_err(|e| fail(e.into()))?,
     };
 
@@ -279,7 +305,11 @@ async fn run_inner(spec: &RunSpec, control: &RunControl, started: i64) -> Result
         customer_id: &spec.client.customer_id,
         bot_key: &spec.client.bot_key,
         users: match &spec.users {
-            UsersSource::Filters(f) => f.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            UsersSource::Filters(f) => f
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             UsersSource::File(p) => format!("file:{}", p.display()),
         },
         mode: format!("{:?}", spec.mode),
@@ -289,7 +319,10 @@ async fn run_inner(spec: &RunSpec, control: &RunControl, started: i64) -> Result
         format: format_name,
     };
     let params_json = serde_json::to_string(&params).unwrap_or_default();
-    let params_hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(params_json.as_bytes()));
+    let params_hash = format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(params_json.as_bytes())
+    );
     let until_ms = match spec.mode {
         Mode::Range { until_ms, .. } | Mode::Incremental { until_ms, .. } => until_ms,
     };
@@ -297,7 +330,14 @@ async fn run_inner(spec: &RunSpec, control: &RunControl, started: i64) -> Result
     let (run_id, resumed, done_units) = match state.as_mut() {
         Some(st) => {
             let start = st
-                .begin_run(&spec.namespace, &params_hash, &params_json, Some(until_ms), &new_run_id(started), started)
+                .begin_run(
+                    &spec.namespace,
+                    &params_hash,
+                    &params_json,
+                    Some(until_ms),
+                    &new_run_id(started),
+                    started,
+                )
                 .map_err(|e| fail(e.into()))?;
             let done = if start.resumed {
                 st.run_units(&start.run_id).map_err(|e| fail(e.into()))?
@@ -312,9 +352,15 @@ async fn run_inner(spec: &RunSpec, control: &RunControl, started: i64) -> Result
     // Plan: per-user ranges.
     let from_ms: Vec<i64> = match spec.mode {
         Mode::Range { since_ms, .. } => vec![since_ms; users.len()],
-        Mode::Incremental { start_ms, lookback_ms, .. } => {
+        Mode::Incremental {
+            start_ms,
+            lookback_ms,
+            ..
+        } => {
             let marks = match state.as_ref() {
-                Some(st) => st.watermarks(&spec.namespace, &run_id).map_err(|e| fail(e.into()))?,
+                Some(st) => st
+                    .watermarks(&spec.namespace, &run_id)
+                    .map_err(|e| fail(e.into()))?,
                 None => HashMap::new(),
             };
             users
@@ -348,13 +394,19 @@ async fn run_inner(spec: &RunSpec, control: &RunControl, started: i64) -> Result
 
     // The sink.
     let (tx, join): (mpsc::Sender<SinkMsg>, SinkJoin) = match &spec.output {
-        OutputSpec::Files { out_dir, encoding, target_file_bytes, .. } => {
+        OutputSpec::Files {
+            out_dir,
+            encoding,
+            target_file_bytes,
+            ..
+        } => {
             let cfg = FileSinkConfig {
                 out_dir: out_dir.clone(),
                 encoding: encoding.clone(),
                 target_file_bytes: *target_file_bytes,
                 run_id: run_id.clone(),
-                watermark_namespace: matches!(spec.mode, Mode::Incremental { .. }).then(|| spec.namespace.clone()),
+                watermark_namespace: matches!(spec.mode, Mode::Incremental { .. })
+                    .then(|| spec.namespace.clone()),
             };
             let st = state.take().expect("file outputs have a state store");
             let (tx, h) = files::spawn(cfg, st, control.sink.clone(), 8);
@@ -376,7 +428,17 @@ async fn run_inner(spec: &RunSpec, control: &RunControl, started: i64) -> Result
         },
         messages: MessageCounts::default(),
     };
-    let walk = walk_units(spec, control, &client, &plan, &cx, &done_units, &tx, &mut partial).await;
+    let walk = walk_units(
+        spec,
+        control,
+        &client,
+        &plan,
+        &cx,
+        &done_units,
+        &tx,
+        &mut partial,
+    )
+    .await;
     let interrupted = control.stopping();
     if walk.is_ok() && !users.is_empty() {
         let _ = tx
@@ -389,7 +451,10 @@ async fn run_inner(spec: &RunSpec, control: &RunControl, started: i64) -> Result
     drop(tx);
     let (sink_report, sink_error, mut state) = join.join().await;
 
+    // When the sink thread failed, the walk only saw a closed channel: report the sink's
+    // own error, which says what went wrong.
     let error: Option<RunError> = match (walk, sink_error) {
+        (Err(RunError::Sink(SinkError::Crashed(_))), Some(e)) => Some(e.into()),
         (Err(e), _) => Some(e),
         (Ok(()), Some(e)) => Some(e.into()),
         (Ok(()), None) => None,
@@ -419,7 +484,11 @@ async fn run_inner(spec: &RunSpec, control: &RunControl, started: i64) -> Result
         cells: partial.cells.clone(),
         requests: RequestCounts {
             total: stats.attempts(),
-            by_status: stats.by_status().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            by_status: stats
+                .by_status()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
             transport_errors: stats.transport_errors.load(Ordering::Relaxed),
             decode_errors: stats.decode_errors.load(Ordering::Relaxed),
             retries: stats.retries.load(Ordering::Relaxed),
@@ -479,6 +548,8 @@ enum CellEvent {
         rows: Option<arrow_array::RecordBatch>,
         rejects: Vec<Reject>,
         counts: PageCounts,
+        /// Memory held by this page (counted in `Shared::buffered` until written).
+        bytes: u64,
     },
     Done,
     Failed(RequestError),
@@ -489,12 +560,16 @@ struct InFlight {
     cell: u32,
     rx: mpsc::Receiver<CellEvent>,
     task: tokio::task::JoinHandle<()>,
+    /// A page of this cell went to the sink: it must be finished before a commit.
+    started: bool,
 }
 
 struct Shared {
     client: Client,
     cx: RowContext,
     page_size: u32,
+    /// Bytes of pages fetched but not yet handed to the sink.
+    buffered: AtomicU64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -512,14 +587,15 @@ async fn walk_units(
         client: client.clone(),
         cx: cx.clone(),
         page_size: spec.page_size,
+        buffered: AtomicU64::new(0),
     });
     let users = plan.users.clone();
     // Units to do, with resume offsets; cells flattened in order.
     let mut units: Vec<Arc<UnitInfo>> = Vec::new();
-    let mut unit_iter = plan.units().filter_map(|u: Unit| {
+    let mut unit_iter = plan.units().map(|u: Unit| {
         let done = done_units.get(&u.key.0).copied().unwrap_or(0) as usize;
         if done >= u.cells.len() {
-            return Some(Err(u.cells.len() as u64));
+            return Err(u.cells.len() as u64);
         }
         let cells: Vec<CellRef> = u.cells[done..]
             .iter()
@@ -528,7 +604,7 @@ async fn walk_units(
                 window: c.window,
             })
             .collect();
-        Some(Ok((
+        Ok((
             done as u64,
             UnitInfo {
                 key: u.key,
@@ -536,7 +612,7 @@ async fn walk_units(
                 first_cell: done as u32,
                 cells,
             },
-        )))
+        ))
     });
     let user_index: HashMap<&str, usize> = users
         .iter()
@@ -545,6 +621,7 @@ async fn walk_units(
         .collect();
 
     let lookahead = spec.lookahead.max(1);
+    let budget = spec.buffer_bytes.max(1);
     let mut queue: VecDeque<InFlight> = VecDeque::new();
     let mut next_unit: usize = 0; // index into `units` of the next unit to dispatch from
     let mut next_cell: u32 = 0;
@@ -553,12 +630,18 @@ async fn walk_units(
     let mut exhausted = false;
 
     let send = |msg: SinkMsg| async move {
-        tx.send(msg).await.map_err(|_| RunError::Sink(SinkError::Crashed("the sink stopped".into())))
+        tx.send(msg)
+            .await
+            .map_err(|_| RunError::Sink(SinkError::Crashed("the sink stopped".into())))
     };
 
     loop {
         // Dispatch more cells while there is room and no stop was asked.
-        while queue.len() < lookahead && !control.stopping() && !exhausted {
+        while queue.len() < lookahead
+            && shared.buffered.load(Ordering::Relaxed) < budget
+            && !control.stopping()
+            && !exhausted
+        {
             if next_unit >= units.len() {
                 match unit_iter.next() {
                     Some(Ok((skipped, info))) => {
@@ -579,13 +662,20 @@ async fn walk_units(
             let info = units[next_unit].clone();
             let cell = &info.cells[next_cell as usize];
             let idx = user_index[cell.user.as_ref()];
-            let (ctx, crx) = mpsc::channel(2);
-            let task = tokio::spawn(fetch_cell(shared.clone(), users.clone(), idx, cell.window, ctx));
+            let (ctx, crx) = mpsc::channel(4);
+            let task = tokio::spawn(fetch_cell(
+                shared.clone(),
+                users.clone(),
+                idx,
+                cell.window,
+                ctx,
+            ));
             queue.push_back(InFlight {
                 unit: next_unit,
                 cell: next_cell,
                 rx: crx,
                 task,
+                started: false,
             });
             next_cell += 1;
             if next_cell as usize >= info.cells.len() {
@@ -594,9 +684,20 @@ async fn walk_units(
             }
         }
         let Some(head) = queue.front_mut() else { break };
+        if control.stopping() && !head.started && !head.task.is_finished() {
+            // Stopping: what is not fetched in full and not begun is dropped (refetched on
+            // resume); everything before it gets committed.
+            for f in queue.drain(..) {
+                f.task.abort();
+            }
+            break;
+        }
         if current_unit != Some(head.unit) {
             if let Some(u) = current_unit {
-                send(SinkMsg::EndUnit { cells_done: current_done }).await?;
+                send(SinkMsg::EndUnit {
+                    cells_done: current_done,
+                })
+                .await?;
                 units_release(&mut units, u);
             }
             current_unit = Some(head.unit);
@@ -604,11 +705,23 @@ async fn walk_units(
             send(SinkMsg::BeginUnit(units[head.unit].clone())).await?;
         }
         match head.rx.recv().await {
-            Some(CellEvent::Page { rows, rejects, counts }) => {
+            Some(CellEvent::Page {
+                rows,
+                rejects,
+                counts,
+                bytes,
+            }) => {
                 partial.messages.outside_window += counts.out_of_window;
                 control.rows.fetch_add(counts.rows, Ordering::Relaxed);
+                head.started = true;
                 let cell = head.cell;
-                send(SinkMsg::Page { cell, rows, rejects }).await?;
+                send(SinkMsg::Page {
+                    cell,
+                    rows,
+                    rejects,
+                })
+                .await?;
+                shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
             }
             Some(CellEvent::Done) => {
                 queue.pop_front();
@@ -627,12 +740,17 @@ async fn walk_units(
                     f.task.abort();
                 }
                 send(SinkMsg::AbortUnit).await?;
-                return Err(RunError::Sink(SinkError::Crashed("a fetch task ended without a result".into())));
+                return Err(RunError::Sink(SinkError::Crashed(
+                    "a fetch task ended without a result".into(),
+                )));
             }
         }
     }
     if current_unit.is_some() {
-        send(SinkMsg::EndUnit { cells_done: current_done }).await?;
+        send(SinkMsg::EndUnit {
+            cells_done: current_done,
+        })
+        .await?;
     }
     Ok(())
 }
@@ -662,7 +780,8 @@ async fn fetch_cell(
     tx: mpsc::Sender<CellEvent>,
 ) {
     let u = &users[user];
-    let mut normalizer = PageNormalizer::new(&shared.cx, &u.channel_user_id, u.channel.as_deref(), window);
+    let mut normalizer =
+        PageNormalizer::new(&shared.cx, &u.channel_user_id, u.channel.as_deref(), window);
     let req_start = window.start_ms.saturating_sub(1).max(0);
     let req_end = window.end_ms;
     let mut page = 1u32;
@@ -670,14 +789,21 @@ async fn fetch_cell(
     loop {
         let result = shared
             .client
-            .conversations_page(&u.channel_user_id, req_start, req_end, page, shared.page_size, || {
-                format!(
-                    "Conversations API, user {}, window {}..{}, page {page}",
-                    u.channel_user_id,
-                    rfc3339_ms(window.start_ms),
-                    rfc3339_ms(window.end_ms)
-                )
-            })
+            .conversations_page(
+                &u.channel_user_id,
+                req_start,
+                req_end,
+                page,
+                shared.page_size,
+                || {
+                    format!(
+                        "Conversations API, user {}, window {}..{}, page {page}",
+                        u.channel_user_id,
+                        rfc3339_ms(window.start_ms),
+                        rfc3339_ms(window.end_ms)
+                    )
+                },
+            )
             .await;
         let p = match result {
             Ok(p) => p,
@@ -711,7 +837,22 @@ async fn fetch_cell(
         let mut rejects = Vec::new();
         let counts = normalizer.page(body, &p.spans, page, &mut builder, &mut rejects);
         let rows = (!builder.is_empty()).then(|| builder.finish());
-        if tx.send(CellEvent::Page { rows, rejects, counts }).await.is_err() {
+        let bytes = rows
+            .as_ref()
+            .map_or(0, |b| b.get_array_memory_size() as u64)
+            + rejects.iter().map(|r| r.raw_json.len() as u64).sum::<u64>();
+        shared.buffered.fetch_add(bytes, Ordering::Relaxed);
+        if tx
+            .send(CellEvent::Page {
+                rows,
+                rejects,
+                counts,
+                bytes,
+            })
+            .await
+            .is_err()
+        {
+            shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
             return;
         }
         if n < shared.page_size as usize {

@@ -15,7 +15,7 @@ use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::engati::users::UserSpec;
 use crate::normalize::Window;
-use crate::time::{date_string, DAY_MS};
+use crate::time::{DAY_MS, date_string};
 
 /// One user's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,19 +204,40 @@ mod tests {
         let plan = Plan::uniform(users(3), since, until, DAY_MS, 2);
         let units: Vec<Unit> = plan.units().collect();
         assert_eq!(units.len(), 4); // 2 windows x (2 + 1) users
-        assert_eq!(units[0].cells[0].window, Window { start_ms: since, end_ms: 11 * DAY_MS });
+        assert_eq!(
+            units[0].cells[0].window,
+            Window {
+                start_ms: since,
+                end_ms: 11 * DAY_MS
+            }
+        );
         assert_eq!(units[0].cells.len(), 2);
         assert_eq!(units[1].cells.len(), 1);
-        assert_eq!(units[2].window, Window { start_ms: 11 * DAY_MS, end_ms: 12 * DAY_MS });
+        assert_eq!(
+            units[2].window,
+            Window {
+                start_ms: 11 * DAY_MS,
+                end_ms: 12 * DAY_MS
+            }
+        );
         assert_eq!(plan.cell_count(), 6);
         assert!(units[0].key.0.starts_with("19700111T0000-"));
     }
 
     #[test]
     fn unit_keys_are_stable_and_depend_on_the_cells() {
-        let a: Vec<_> = Plan::uniform(users(3), 0, DAY_MS, DAY_MS, 10).units().map(|u| u.key).collect();
-        let b: Vec<_> = Plan::uniform(users(3), 0, DAY_MS, DAY_MS, 10).units().map(|u| u.key).collect();
-        let c: Vec<_> = Plan::uniform(users(4), 0, DAY_MS, DAY_MS, 10).units().map(|u| u.key).collect();
+        let a: Vec<_> = Plan::uniform(users(3), 0, DAY_MS, DAY_MS, 10)
+            .units()
+            .map(|u| u.key)
+            .collect();
+        let b: Vec<_> = Plan::uniform(users(3), 0, DAY_MS, DAY_MS, 10)
+            .units()
+            .map(|u| u.key)
+            .collect();
+        let c: Vec<_> = Plan::uniform(users(4), 0, DAY_MS, DAY_MS, 10)
+            .units()
+            .map(|u| u.key)
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

@@ -2,8 +2,8 @@
 //! stdout. Redrawn from the run's counters ten times a second by a small task.
 
 use std::io::IsTerminal;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -20,7 +20,10 @@ impl Progress {
     /// Starts drawing `control`'s counters (hidden when `quiet` or stderr is not a terminal).
     pub fn start(control: Arc<RunControl>, quiet: bool) -> Self {
         if quiet || !std::io::stderr().is_terminal() {
-            return Progress { bar: None, task: None };
+            return Progress {
+                bar: None,
+                task: None,
+            };
         }
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
         bar.set_style(

@@ -172,7 +172,13 @@ impl RunReport {
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let secs = self.duration_ms as f64 / 1000.0;
-        let _ = writeln!(s, "engati-etl run {}: {} in {secs:.1} s{}", self.run_id, self.status.as_str().replace('_', " "), if self.resumed { " (resumed)" } else { "" });
+        let _ = writeln!(
+            s,
+            "engati-etl run {}: {} in {secs:.1} s{}",
+            self.run_id,
+            self.status.as_str().replace('_', " "),
+            if self.resumed { " (resumed)" } else { "" }
+        );
         if let Some(e) = &self.error {
             let _ = writeln!(s, "  error      {e}");
         }
@@ -183,13 +189,22 @@ impl RunReport {
             format!("matching {}", o.attributes.join(" or "))
         };
         let _ = writeln!(s, "  users      {} {who}", self.users);
-        let _ = writeln!(s, "  range      {} .. {} in {} windows ({})", o.since, o.until, o.window, o.mode);
+        let _ = writeln!(
+            s,
+            "  range      {} .. {} in {} windows ({})",
+            o.since, o.until, o.window, o.mode
+        );
         let _ = writeln!(
             s,
             "  cells      {} committed, {} skipped (already committed), {} planned",
             self.cells.committed, self.cells.skipped, self.cells.planned
         );
-        let statuses: Vec<String> = self.requests.by_status.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let statuses: Vec<String> = self
+            .requests
+            .by_status
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
         let _ = writeln!(
             s,
             "  requests   {} ({}), {} retries, {} transport errors, {} received",
@@ -214,7 +229,11 @@ impl RunReport {
         );
         let _ = write!(s, "  output     {} ({})", o.out, o.format);
         if o.out != "-" {
-            let _ = write!(s, "; report {}", Path::new(&o.out).join("_run_report.json").display());
+            let _ = write!(
+                s,
+                "; report {}",
+                Path::new(&o.out).join("_run_report.json").display()
+            );
         }
         s.push('\n');
         s

@@ -217,8 +217,11 @@ impl MessageBatchBuilder {
             message_type: s(),
             content: StringBuilder::with_capacity(rows, bytes / 2),
             text: StringBuilder::with_capacity(rows, bytes / 2),
-            options: ListBuilder::new(StringBuilder::new())
-                .with_field(Arc::new(Field::new("item", DataType::Utf8, true))),
+            options: ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+                "item",
+                DataType::Utf8,
+                true,
+            ))),
             file_url: StringBuilder::with_capacity(rows, 0),
             file_mime_type: StringBuilder::with_capacity(rows, 0),
             raw_json: StringBuilder::with_capacity(rows, bytes),
@@ -358,8 +361,11 @@ impl UsersBatchBuilder {
             channel: StringBuilder::new(),
             user_name: StringBuilder::new(),
             attributes: MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new()),
-            matched: ListBuilder::new(StringBuilder::new())
-                .with_field(Arc::new(Field::new("item", DataType::Utf8, true))),
+            matched: ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+                "item",
+                DataType::Utf8,
+                true,
+            ))),
             provider: StringBuilder::new(),
             customer_id: StringBuilder::new(),
             bot_key: StringBuilder::new(),
@@ -443,7 +449,15 @@ mod tests {
             raw_json: "{}",
         };
         b.append(&cx(), "9195", Some("whatsapp"), &row);
-        b.append(&cx(), "9195", None, &MessageRow { options: None, ..row });
+        b.append(
+            &cx(),
+            "9195",
+            None,
+            &MessageRow {
+                options: None,
+                ..row
+            },
+        );
         let batch = b.finish();
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.schema(), messages_schema());

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 /// State store errors.
@@ -47,10 +47,14 @@ pub enum StateError {
         source: std::io::Error,
     },
     /// Another process holds the lock.
-    #[error("another engati-etl run is using the state directory {0} (its lock file is held); wait for it to finish or use another --out / --state-dir")]
+    #[error(
+        "another engati-etl run is using the state directory {0} (its lock file is held); wait for it to finish or use another --out / --state-dir"
+    )]
     Locked(PathBuf),
     /// A pending commit refers to a staged file that is gone.
-    #[error("state store {db}: commit {commit} staged {path} but the file is gone; the output may have been modified by hand. Remove the output directory (or `engati-etl state reset`) and export again")]
+    #[error(
+        "state store {db}: commit {commit} staged {path} but the file is gone; the output may have been modified by hand. Remove the output directory (or `engati-etl state reset`) and export again"
+    )]
     LostStagedFile {
         /// The database.
         db: PathBuf,
@@ -60,7 +64,9 @@ pub enum StateError {
         path: PathBuf,
     },
     /// The database was written by a newer version.
-    #[error("state store {path} has schema version {found}; this engati-etl understands up to {supported}")]
+    #[error(
+        "state store {path} has schema version {found}; this engati-etl understands up to {supported}"
+    )]
     Version {
         /// The database.
         path: PathBuf,
@@ -271,13 +277,15 @@ impl StateStore {
             })?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(StateError::Locked(dir.to_owned())),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Locked(dir.to_owned()));
+            }
             Err(std::fs::TryLockError::Error(source)) => {
                 return Err(StateError::Io {
                     action: "locking",
                     path: lock_path,
                     source,
-                })
+                });
             }
         }
         let path = dir.join("state.sqlite3");
@@ -288,9 +296,11 @@ impl StateStore {
         .map_err(sql(&path))?;
         conn.execute_batch(SCHEMA).map_err(sql(&path))?;
         let version: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key='schema_version'", [], |r| {
-                r.get::<_, String>(0)
-            })
+            .query_row(
+                "SELECT value FROM meta WHERE key='schema_version'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
             .optional()
             .map_err(sql(&path))?
             .and_then(|v| v.parse().ok());
@@ -307,7 +317,7 @@ impl StateStore {
                     path,
                     found: v,
                     supported: SCHEMA_VERSION,
-                })
+                });
             }
             Some(_) => {}
         }
@@ -390,12 +400,18 @@ impl StateStore {
         let tx = self.conn.transaction().map_err(&e)?;
         tx.execute(
             "INSERT INTO commits(run_id, state, plan, created_ms) VALUES(?1, 'pending', ?2, ?3)",
-            params![run_id, serde_json::to_string(plan).unwrap_or_default(), now_ms],
+            params![
+                run_id,
+                serde_json::to_string(plan).unwrap_or_default(),
+                now_ms
+            ],
         )
         .map_err(&e)?;
         let id = tx.last_insert_rowid();
         {
-            let mut del = tx.prepare_cached("DELETE FROM files WHERE path=?1").map_err(&e)?;
+            let mut del = tx
+                .prepare_cached("DELETE FROM files WHERE path=?1")
+                .map_err(&e)?;
             for r in &plan.removes {
                 del.execute([r]).map_err(&e)?;
             }
@@ -407,8 +423,19 @@ impl StateStore {
                 .map_err(&e)?;
             for f in &plan.records {
                 ins.execute(params![
-                    f.path, f.stream, f.unit_key, f.cells_from, f.cells_to, f.min_user, f.max_user,
-                    f.min_ms, f.max_ms, f.rows as i64, f.bytes as i64, run_id, id
+                    f.path,
+                    f.stream,
+                    f.unit_key,
+                    f.cells_from,
+                    f.cells_to,
+                    f.min_user,
+                    f.max_user,
+                    f.min_ms,
+                    f.max_ms,
+                    f.rows as i64,
+                    f.bytes as i64,
+                    run_id,
+                    id
                 ])
                 .map_err(&e)?;
             }
@@ -447,16 +474,17 @@ impl StateStore {
                         action: "renaming staged file to",
                         path: f,
                         source,
-                    })
+                    });
                 }
             }
-            if let Some(p) = f.parent() {
-                if !dirs.iter().any(|d| d == p) {
-                    dirs.push(p.to_owned());
-                }
+            if let Some(p) = f.parent()
+                && !dirs.iter().any(|d| d == p)
+            {
+                dirs.push(p.to_owned());
             }
         }
-        let finals: std::collections::HashSet<&str> = plan.adds.iter().map(|(_, f)| f.as_str()).collect();
+        let finals: std::collections::HashSet<&str> =
+            plan.adds.iter().map(|(_, f)| f.as_str()).collect();
         for r in &plan.removes {
             if finals.contains(r.as_str()) {
                 continue; // replaced in place by the rename
@@ -470,13 +498,13 @@ impl StateStore {
                         action: "removing replaced file",
                         path: p,
                         source,
-                    })
+                    });
                 }
             }
-            if let Some(parent) = p.parent() {
-                if !dirs.iter().any(|d| d == parent) {
-                    dirs.push(parent.to_owned());
-                }
+            if let Some(parent) = p.parent()
+                && !dirs.iter().any(|d| d == parent)
+            {
+                dirs.push(parent.to_owned());
             }
         }
         for d in &dirs {
@@ -510,7 +538,10 @@ impl StateStore {
             )
             .map_err(sql(&self.path))?;
         let rows = st
-            .query_map(params![stream, start_ms, end_ms, min_user, max_user], file_record)
+            .query_map(
+                params![stream, start_ms, end_ms, min_user, max_user],
+                file_record,
+            )
             .map_err(sql(&self.path))?;
         rows.collect::<Result<_, _>>().map_err(sql(&self.path))
     }
@@ -527,7 +558,9 @@ impl StateStore {
                  FROM files WHERE stream=?1 ORDER BY path",
             )
             .map_err(sql(&self.path))?;
-        let rows = st.query_map([stream], file_record).map_err(sql(&self.path))?;
+        let rows = st
+            .query_map([stream], file_record)
+            .map_err(sql(&self.path))?;
         rows.collect::<Result<_, _>>().map_err(sql(&self.path))
     }
 
@@ -555,16 +588,27 @@ impl StateStore {
             .optional()
             .map_err(sql(&self.path))?;
         if let Some((run_id, hash, status)) = last {
-            if hash == params_hash && matches!(status.as_str(), "running" | "interrupted" | "failed") {
+            if hash == params_hash
+                && matches!(status.as_str(), "running" | "interrupted" | "failed")
+            {
                 self.conn
-                    .execute("UPDATE runs SET status='running', finished_ms=NULL WHERE run_id=?1", [&run_id])
+                    .execute(
+                        "UPDATE runs SET status='running', finished_ms=NULL WHERE run_id=?1",
+                        [&run_id],
+                    )
                     .map_err(sql(&self.path))?;
-                return Ok(RunStart { run_id, resumed: true });
+                return Ok(RunStart {
+                    run_id,
+                    resumed: true,
+                });
             }
             if matches!(status.as_str(), "running" | "interrupted" | "failed") {
                 // A different run supersedes it: its committed units stay; it is not resumed.
                 self.conn
-                    .execute("UPDATE runs SET status='abandoned' WHERE run_id=?1", [&run_id])
+                    .execute(
+                        "UPDATE runs SET status='abandoned' WHERE run_id=?1",
+                        [&run_id],
+                    )
                     .map_err(sql(&self.path))?;
                 self.conn
                     .execute(
@@ -605,7 +649,13 @@ impl StateStore {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn finish_run(&mut self, run_id: &str, status: &str, report_json: &str, now_ms: i64) -> Result<(), StateError> {
+    pub fn finish_run(
+        &mut self,
+        run_id: &str,
+        status: &str,
+        report_json: &str,
+        now_ms: i64,
+    ) -> Result<(), StateError> {
         let path = self.path.clone();
         let e = sql(&path);
         let tx = self.conn.transaction().map_err(&e)?;
@@ -615,7 +665,8 @@ impl StateStore {
         )
         .map_err(&e)?;
         if matches!(status, "succeeded" | "completed_with_rejects") {
-            tx.execute("DELETE FROM run_units WHERE run_id=?1", [run_id]).map_err(&e)?;
+            tx.execute("DELETE FROM run_units WHERE run_id=?1", [run_id])
+                .map_err(&e)?;
             tx.execute(
                 "UPDATE watermarks SET run_id=NULL, end_before_run=NULL WHERE run_id=?1",
                 [run_id],
@@ -629,7 +680,11 @@ impl StateStore {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn runs(&self, namespace: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+    pub fn runs(
+        &self,
+        namespace: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
         let mut st = self
             .conn
             .prepare(
@@ -718,7 +773,11 @@ impl StateStore {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn watermarks(&self, namespace: &str, run_id: &str) -> Result<HashMap<String, (i64, i64)>, StateError> {
+    pub fn watermarks(
+        &self,
+        namespace: &str,
+        run_id: &str,
+    ) -> Result<HashMap<String, (i64, i64)>, StateError> {
         let mut st = self
             .conn
             .prepare("SELECT user, start_ms, end_ms, run_id, end_before_run FROM watermarks WHERE namespace=?1")
@@ -738,11 +797,9 @@ impl StateStore {
         for row in rows {
             let (user, start, end, by, before) = row.map_err(sql(&self.path))?;
             if by.as_deref() == Some(run_id) {
-                match before {
-                    Some(b) => {
-                        out.insert(user, (start, b));
-                    }
-                    None => {} // the user had no watermark before this run
+                // No value before: the user had no watermark before this run.
+                if let Some(b) = before {
+                    out.insert(user, (start, b));
                 }
             } else {
                 out.insert(user, (start, end));
@@ -755,7 +812,12 @@ impl StateStore {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn reset_watermarks(&mut self, namespace: &str, user: Option<&str>, to_ms: Option<i64>) -> Result<usize, StateError> {
+    pub fn reset_watermarks(
+        &mut self,
+        namespace: &str,
+        user: Option<&str>,
+        to_ms: Option<i64>,
+    ) -> Result<usize, StateError> {
         let n = match (user, to_ms) {
             (Some(u), None) => self.conn.execute("DELETE FROM watermarks WHERE namespace=?1 AND user=?2", params![namespace, u]),
             (None, None) => self.conn.execute("DELETE FROM watermarks WHERE namespace=?1", [namespace]),
@@ -788,7 +850,11 @@ fn file_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
     })
 }
 
-fn advance_watermarks(tx: &rusqlite::Transaction<'_>, run_id: &str, moves: &[WatermarkMove]) -> rusqlite::Result<()> {
+fn advance_watermarks(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: &str,
+    moves: &[WatermarkMove],
+) -> rusqlite::Result<()> {
     if moves.is_empty() {
         return Ok(());
     }
@@ -804,7 +870,9 @@ fn advance_watermarks(tx: &rusqlite::Transaction<'_>, run_id: &str, moves: &[Wat
     )?;
     for m in moves {
         let cur: Option<(i64, i64, Option<String>)> = get
-            .query_row(params![m.namespace, m.user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row(params![m.namespace, m.user], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
         match cur {
             None => {
@@ -814,7 +882,13 @@ fn advance_watermarks(tx: &rusqlite::Transaction<'_>, run_id: &str, moves: &[Wat
                 // Only a contiguous extension moves the watermark; a cell inside the covered
                 // range (lookback) changes nothing.
                 if m.start_ms <= end && m.end_ms > end {
-                    upd.execute(params![m.namespace, m.user, start.min(m.start_ms), m.end_ms, run_id])?;
+                    upd.execute(params![
+                        m.namespace,
+                        m.user,
+                        start.min(m.start_ms),
+                        m.end_ms,
+                        run_id
+                    ])?;
                 }
             }
         }
@@ -844,7 +918,9 @@ fn remove_stray_staged_files(out_dir: &Path) -> Result<usize, StateError> {
     let mut removed = 0;
     let mut stack = vec![out_dir.to_owned()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let p = entry.path();
             let name = entry.file_name();
@@ -904,9 +980,22 @@ mod tests {
         assert_eq!(std::fs::read_to_string(out.join("a")).unwrap(), "new");
         assert!(!out.join("old").exists() && !out.join(".a.tmp").exists());
         assert_eq!(st.files("messages").unwrap().len(), 1);
-        assert_eq!(st.overlapping_files("messages", 5, 20, "u0", "u2").unwrap().len(), 1);
-        assert!(st.overlapping_files("messages", 10, 20, "u0", "u2").unwrap().is_empty());
-        assert!(st.overlapping_files("messages", 0, 20, "u2", "u3").unwrap().is_empty());
+        assert_eq!(
+            st.overlapping_files("messages", 5, 20, "u0", "u2")
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            st.overlapping_files("messages", 10, 20, "u0", "u2")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            st.overlapping_files("messages", 0, 20, "u2", "u3")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -942,7 +1031,10 @@ mod tests {
     fn a_second_opener_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let _a = StateStore::open(dir.path()).unwrap();
-        assert!(matches!(StateStore::open(dir.path()), Err(StateError::Locked(_))));
+        assert!(matches!(
+            StateStore::open(dir.path()),
+            Err(StateError::Locked(_))
+        ));
     }
 
     #[test]
@@ -952,10 +1044,22 @@ mod tests {
         let a = st.begin_run("export", "h1", "{}", None, "r1", 1).unwrap();
         assert!(!a.resumed);
         let b = st.begin_run("export", "h1", "{}", None, "r2", 2).unwrap();
-        assert_eq!(b, RunStart { run_id: "r1".into(), resumed: true });
+        assert_eq!(
+            b,
+            RunStart {
+                run_id: "r1".into(),
+                resumed: true
+            }
+        );
         st.finish_run("r1", "succeeded", "{}", 3).unwrap();
         let c = st.begin_run("export", "h1", "{}", None, "r3", 4).unwrap();
-        assert_eq!(c, RunStart { run_id: "r3".into(), resumed: false });
+        assert_eq!(
+            c,
+            RunStart {
+                run_id: "r3".into(),
+                resumed: false
+            }
+        );
     }
 
     #[test]
@@ -963,8 +1067,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path();
         let mut st = StateStore::open(&out.join("_state")).unwrap();
-        let mv = |s, e| WatermarkMove { namespace: "incremental".into(), user: "u".into(), start_ms: s, end_ms: e };
-        let plan = |m: Vec<WatermarkMove>| CommitPlan { watermarks: m, ..Default::default() };
+        let mv = |s, e| WatermarkMove {
+            namespace: "incremental".into(),
+            user: "u".into(),
+            start_ms: s,
+            end_ms: e,
+        };
+        let plan = |m: Vec<WatermarkMove>| CommitPlan {
+            watermarks: m,
+            ..Default::default()
+        };
         st.commit("r1", &plan(vec![mv(0, 10)]), out, 0).unwrap();
         st.finish_run("r1", "succeeded", "{}", 0).unwrap();
         st.commit("r2", &plan(vec![mv(5, 10)]), out, 0).unwrap(); // lookback: no move

@@ -190,7 +190,12 @@ pub fn parse_duration_ms(input: &str) -> Result<i64, TimeInputError> {
 
 /// Formats a duration in ms the way [`parse_duration_ms`] reads it (`1d`, `6h`, `90s`).
 pub fn format_duration_ms(ms: i64) -> String {
-    for (unit, size) in [("w", 7 * DAY_MS), ("d", DAY_MS), ("h", 3_600_000), ("m", 60_000)] {
+    for (unit, size) in [
+        ("w", 7 * DAY_MS),
+        ("d", DAY_MS),
+        ("h", 3_600_000),
+        ("m", 60_000),
+    ] {
         if ms % size == 0 && ms >= size {
             return format!("{}{unit}", ms / size);
         }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{install_signals, prepare, print_error};
-use crate::cli::{overrides, ExportArgs, RunArgs};
+use crate::cli::{ExportArgs, RunArgs, overrides};
 use crate::config::{Command, PipelineFile};
 use crate::pipeline::{self, RunControl};
 use crate::progress::Progress;
@@ -42,15 +42,18 @@ async fn execute(file: PipelineFile, command: Command, quiet: bool) -> i32 {
     let progress = Progress::start(control.clone(), quiet);
     let outcome = pipeline::run(&spec, &control).await;
     progress.finish();
-    if let Some(r) = &outcome.report {
-        if !quiet {
-            eprint!("{}", r.summary());
-        }
+    if let Some(r) = &outcome.report
+        && !quiet
+    {
+        eprint!("{}", r.summary());
     }
-    if let Some(e) = &outcome.error {
-        if !matches!(e, pipeline::RunError::Sink(crate::sink::SinkError::OutputClosed)) {
-            print_error(e);
-        }
+    if let Some(e) = &outcome.error
+        && !matches!(
+            e,
+            pipeline::RunError::Sink(crate::sink::SinkError::OutputClosed)
+        )
+    {
+        print_error(e);
     }
     drop(prepared.sandbox);
     outcome.exit_code()

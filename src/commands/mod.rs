@@ -8,10 +8,10 @@ mod validate;
 use std::sync::Arc;
 
 use crate::cli::{Cli, Cmd};
-use crate::config::{Command, ConfigError, PipelineFile, SandboxSection, Settings, API_KEY_ENV};
+use crate::config::{API_KEY_ENV, Command, ConfigError, PipelineFile, SandboxSection, Settings};
 use crate::sandbox::{self as sbx, DataConfig, FaultConfig, SandboxConfig, SandboxHandle};
 use crate::secret::Secret;
-use crate::time::{parse_user_instant, DAY_MS};
+use crate::time::{DAY_MS, parse_user_instant};
 
 /// Runs the command; returns the process exit code.
 pub async fn dispatch(cli: Cli) -> i32 {
@@ -47,7 +47,8 @@ pub struct Prepared {
 pub fn sandbox_config(s: &SandboxSection) -> Result<SandboxConfig, ConfigError> {
     let d = DataConfig::default();
     let start_ms = match &s.start {
-        Some(v) => parse_user_instant(v, 0).map_err(|e| ConfigError::Invalid(vec![format!("sandbox.start: {e}")]))?,
+        Some(v) => parse_user_instant(v, 0)
+            .map_err(|e| ConfigError::Invalid(vec![format!("sandbox.start: {e}")]))?,
         None => d.start_ms,
     };
     Ok(SandboxConfig {
@@ -126,7 +127,9 @@ pub fn install_signals(control: Arc<crate::pipeline::RunControl>) {
             seen += 1;
             if seen == 1 {
                 control.stop();
-                eprintln!("engati-etl: stopping: finishing and committing in-flight work (signal again to abort now)");
+                eprintln!(
+                    "engati-etl: stopping: finishing and committing in-flight work (signal again to abort now)"
+                );
             } else {
                 eprintln!("engati-etl: aborted");
                 std::process::exit(130);
@@ -138,7 +141,7 @@ pub fn install_signals(control: Arc<crate::pipeline::RunControl>) {
 async fn wait_signal() {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let mut term = match signal(SignalKind::terminate()) {
             Ok(s) => s,
             Err(_) => {

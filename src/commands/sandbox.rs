@@ -3,7 +3,7 @@
 use super::print_error;
 use crate::cli::SandboxArgs;
 use crate::sandbox::{self as sbx, DataConfig, FaultConfig, SandboxConfig, UsersShape};
-use crate::time::{parse_user_instant, rfc3339_ms, DAY_MS};
+use crate::time::{DAY_MS, parse_user_instant, rfc3339_ms};
 
 /// `engati-etl sandbox ...`: prints `ENGATI_*=value` lines on stdout (eval-able) and serves
 /// until Ctrl-C.

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::{prepare, print_error};
-use crate::cli::{overrides, UsersArgs};
+use crate::cli::{UsersArgs, overrides};
 use crate::config::{Command, PipelineFile};
 use crate::engati::client::Client;
 use crate::engati::users;
@@ -64,10 +64,19 @@ pub async fn users(a: UsersArgs) -> i32 {
     let result: std::io::Result<()> = (|| {
         if a.format == "csv" {
             let mut w = csv::Writer::from_writer(&mut out);
-            w.write_record(["channel_user_id", "channel", "user_name", "matched_filters", "attributes"])?;
+            w.write_record([
+                "channel_user_id",
+                "channel",
+                "user_name",
+                "matched_filters",
+                "attributes",
+            ])?;
             for u in &list {
-                let attrs: serde_json::Map<String, serde_json::Value> =
-                    u.attributes.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+                let attrs: serde_json::Map<String, serde_json::Value> = u
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into()))
+                    .collect();
                 w.write_record([
                     u.channel_user_id.as_str(),
                     u.channel.as_deref().unwrap_or(""),
@@ -79,8 +88,11 @@ pub async fn users(a: UsersArgs) -> i32 {
             w.flush()?;
         } else {
             for u in &list {
-                let attrs: serde_json::Map<String, serde_json::Value> =
-                    u.attributes.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+                let attrs: serde_json::Map<String, serde_json::Value> = u
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into()))
+                    .collect();
                 let line = serde_json::json!({
                     "channel_user_id": u.channel_user_id,
                     "channel": u.channel,

@@ -1,7 +1,7 @@
 //! `validate`: a pure check of a pipeline file, then one cheap authenticated call.
 
 use super::{prepare, print_error};
-use crate::cli::{overrides, ValidateArgs};
+use crate::cli::{ValidateArgs, overrides};
 use crate::config::{Command, PipelineFile, Settings};
 use crate::engati::client::Client;
 use crate::pipeline::{Mode, RunError, UsersSource};
@@ -19,7 +19,11 @@ pub async fn validate(a: ValidateArgs) -> i32 {
     if a.offline {
         return match Settings::validate(&file, Command::Run, now_ms()) {
             Ok(s) => {
-                println!("{}: configuration OK ({})", a.pipeline.display(), describe(&s));
+                println!(
+                    "{}: configuration OK ({})",
+                    a.pipeline.display(),
+                    describe(&s)
+                );
                 0
             }
             Err(e) => {
@@ -48,10 +52,12 @@ pub async fn validate(a: ValidateArgs) -> i32 {
     // One cheap call that proves the key, customer id and bot key: a Users API query for an
     // attribute no user has (or, with a users file, one message of its first user).
     let check = match &spec.users {
-        UsersSource::Filters(_) => client
-            .users("__engati_etl_validate__", "1")
-            .await
-            .map(|u| format!("Users API answered ({} users for a probe attribute)", u.len())),
+        UsersSource::Filters(_) => client.users("__engati_etl_validate__", "1").await.map(|u| {
+            format!(
+                "Users API answered ({} users for a probe attribute)",
+                u.len()
+            )
+        }),
         UsersSource::File(p) => match crate::engati::users::read_users_file(p) {
             Ok(list) => {
                 let until = match spec.mode {
@@ -59,7 +65,9 @@ pub async fn validate(a: ValidateArgs) -> i32 {
                 };
                 let first = &list[0].channel_user_id;
                 client
-                    .conversations_page(first, until - 1, until, 1, 1, || format!("Conversations API, user {first}"))
+                    .conversations_page(first, until - 1, until, 1, 1, || {
+                        format!("Conversations API, user {first}")
+                    })
                     .await
                     .map(|_| format!("Conversations API answered for user {first}"))
             }
@@ -90,7 +98,9 @@ pub async fn validate(a: ValidateArgs) -> i32 {
 fn describe(s: &Settings) -> String {
     let (since, until) = match s.mode {
         Mode::Range { since_ms, until_ms } => (since_ms, until_ms),
-        Mode::Incremental { start_ms, until_ms, .. } => (start_ms, until_ms),
+        Mode::Incremental {
+            start_ms, until_ms, ..
+        } => (start_ms, until_ms),
     };
     format!(
         "provider {}, {} .. {}, {} windows, {}",

@@ -10,16 +10,16 @@
 
 use std::num::NonZeroU32;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::RngExt;
-use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use reqwest::Url;
+use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use tokio::sync::Semaphore;
 
 use super::error::{ApiError, RequestError};
@@ -89,7 +89,10 @@ impl RequestStats {
 
     /// All attempts: responses plus transport errors.
     pub fn attempts(&self) -> u64 {
-        self.by_status.iter().map(|a| a.load(Ordering::Relaxed)).sum::<u64>()
+        self.by_status
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum::<u64>()
             + self.transport_errors.load(Ordering::Relaxed)
     }
 }
@@ -133,7 +136,9 @@ pub enum ClientBuildError {
         reason: String,
     },
     /// The key has characters a header cannot carry.
-    #[error("the API key contains characters that cannot be sent in a header (check the key file for stray bytes)")]
+    #[error(
+        "the API key contains characters that cannot be sent in a header (check the key file for stray bytes)"
+    )]
     KeyNotHeaderSafe,
     /// reqwest could not build its client (TLS setup).
     #[error("cannot build the HTTP client: {0}")]
@@ -171,10 +176,14 @@ impl Client {
             .build()
             .map_err(|e| ClientBuildError::Http(e.to_string()))?;
         let rps = NonZeroU32::new(config.max_rps.max(1)).expect("max(1) is non-zero");
-        let limiter = RateLimiter::direct(Quota::per_second(rps).allow_burst(rps.min(
-            NonZeroU32::new(config.concurrency.clamp(1, u32::MAX as usize) as u32)
-                .expect("clamped to >= 1"),
-        )));
+        let limiter = RateLimiter::direct(
+            Quota::per_second(rps).allow_burst(
+                rps.min(
+                    NonZeroU32::new(config.concurrency.clamp(1, u32::MAX as usize) as u32)
+                        .expect("clamped to >= 1"),
+                ),
+            ),
+        );
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -264,12 +273,13 @@ impl Client {
         self.with_retry_lazy(what, || async {
             let body = self.attempt(&url).await?;
             let spans = match std::str::from_utf8(&body) {
-                Ok(_) => wire::parse_conversations_page(&body, keys).map_err(|e| self.decode_failed(e))?,
+                Ok(_) => wire::parse_conversations_page(&body, keys)
+                    .map_err(|e| self.decode_failed(e))?,
                 Err(e) => {
                     return Err(self.decode_failed(wire::DecodeError::Syntax {
                         detail: format!("invalid UTF-8: {e}"),
                         len: body.len(),
-                    }))
+                    }));
                 }
             };
             Ok(Page {
@@ -282,7 +292,10 @@ impl Client {
     }
 
     fn decode_failed(&self, e: wire::DecodeError) -> ApiError {
-        self.inner.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .stats
+            .decode_errors
+            .fetch_add(1, Ordering::Relaxed);
         ApiError::Decode(e)
     }
 
@@ -317,7 +330,10 @@ impl Client {
             inner.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
             ApiError::from_transport(&e)
         })?;
-        inner.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        inner
+            .stats
+            .bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         if (200..300).contains(&status) {
             Ok(body)
         } else {

@@ -76,7 +76,9 @@ fn rejected_message(code: &Option<i64>, name: &Option<String>, details: &Option<
     let fix = match code {
         Some(1002) => "check customer_id, bot_key and the channel user id",
         Some(1003) => "check since/until: dates are UTC epoch ms and end must be after start",
-        Some(1004) => "page_number and page_size must be positive integers; check page_size (1..=500)",
+        Some(1004) => {
+            "page_number and page_size must be positive integers; check page_size (1..=500)"
+        }
         _ => "the API refused the request parameters",
     };
     s.push_str(&format!(" ({fix})"));
@@ -100,7 +102,9 @@ impl ApiError {
     /// True when another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ApiError::Throttled { .. } | ApiError::Server { .. } | ApiError::Transport { .. } => true,
+            ApiError::Throttled { .. } | ApiError::Server { .. } | ApiError::Transport { .. } => {
+                true
+            }
             ApiError::Decode(d) => d.is_retryable(),
             _ => false,
         }
@@ -200,7 +204,12 @@ mod tests {
             br#"{"status":{"code":1004,"desc":"INVALID_PAGE_NUMBER"},"error_details":"bad page"}"#,
         );
         let text = e.to_string();
-        assert!(text.contains("1004") && text.contains("INVALID_PAGE_NUMBER") && text.contains("page_size"), "{text}");
+        assert!(
+            text.contains("1004")
+                && text.contains("INVALID_PAGE_NUMBER")
+                && text.contains("page_size"),
+            "{text}"
+        );
         let e = ApiError::from_status(400, None, br#"{"status":{"code":1002}}"#);
         assert!(e.to_string().contains("bot_key"));
     }

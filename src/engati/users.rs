@@ -68,13 +68,15 @@ pub async fn list_users(
     let mut by_id: BTreeMap<String, UserSpec> = BTreeMap::new();
     for f in filters {
         for u in client.users(&f.name, &f.value).await? {
-            let entry = by_id.entry(u.channel_user_id.clone()).or_insert_with(|| UserSpec {
-                channel_user_id: u.channel_user_id,
-                channel: u.channel,
-                user_name: u.user_name,
-                attributes: u.attributes,
-                matched_filters: Vec::new(),
-            });
+            let entry = by_id
+                .entry(u.channel_user_id.clone())
+                .or_insert_with(|| UserSpec {
+                    channel_user_id: u.channel_user_id,
+                    channel: u.channel,
+                    user_name: u.user_name,
+                    attributes: u.attributes,
+                    matched_filters: Vec::new(),
+                });
             let label = f.to_string();
             if !entry.matched_filters.contains(&label) {
                 entry.matched_filters.push(label);
@@ -106,7 +108,9 @@ pub enum UsersFileError {
         message: String,
     },
     /// No id in the file.
-    #[error("users file {path} lists no channel-user ids (one id per line, or a CSV with a `channel_user_id` column)")]
+    #[error(
+        "users file {path} lists no channel-user ids (one id per line, or a CSV with a `channel_user_id` column)"
+    )]
     Empty {
         /// The file.
         path: PathBuf,
@@ -158,7 +162,11 @@ pub fn read_users_file(path: &Path) -> Result<Vec<UserSpec>, UsersFileError> {
         if id.is_empty() {
             continue;
         }
-        let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).filter(|s| !s.is_empty()).map(str::to_owned);
+        let get = |c: Option<usize>| {
+            c.and_then(|c| rec.get(c))
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
         by_id.entry(id.to_owned()).or_insert_with(|| UserSpec {
             channel_user_id: id.to_owned(),
             channel: get(channel_col),
@@ -194,11 +202,23 @@ mod tests {
     fn users_files_take_plain_lists_and_csv() {
         let dir = tempfile::tempdir().unwrap();
         let plain = dir.path().join("ids.txt");
-        std::fs::write(&plain, "# ids\n919565428256\n\n+919000000001\n919565428256\n").unwrap();
-        let ids: Vec<_> = read_users_file(&plain).unwrap().into_iter().map(|u| u.channel_user_id).collect();
+        std::fs::write(
+            &plain,
+            "# ids\n919565428256\n\n+919000000001\n919565428256\n",
+        )
+        .unwrap();
+        let ids: Vec<_> = read_users_file(&plain)
+            .unwrap()
+            .into_iter()
+            .map(|u| u.channel_user_id)
+            .collect();
         assert_eq!(ids, vec!["919000000001", "919565428256"]);
         let csv = dir.path().join("u.csv");
-        std::fs::write(&csv, "name,channel_user_id,channel\nAsha,9195,whatsapp\nRavi,9196,\n").unwrap();
+        std::fs::write(
+            &csv,
+            "name,channel_user_id,channel\nAsha,9195,whatsapp\nRavi,9196,\n",
+        )
+        .unwrap();
         let users = read_users_file(&csv).unwrap();
         assert_eq!(users[0].channel_user_id, "9195");
         assert_eq!(users[0].channel.as_deref(), Some("whatsapp"));
@@ -206,6 +226,9 @@ mod tests {
         assert_eq!(users[1].channel, None);
         let empty = dir.path().join("e.txt");
         std::fs::write(&empty, "# nothing\n").unwrap();
-        assert!(matches!(read_users_file(&empty), Err(UsersFileError::Empty { .. })));
+        assert!(matches!(
+            read_users_file(&empty),
+            Err(UsersFileError::Empty { .. })
+        ));
     }
 }

@@ -15,11 +15,11 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::time::{days_from_civil, days_in_month, DAY_MS};
+use crate::time::{DAY_MS, days_from_civil, days_in_month};
 
 /// Why a response body could not be read.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -208,7 +208,7 @@ pub fn parse_conversations_page(
                     quoted_list(list_keys)
                 ),
                 found,
-            })
+            });
         }
     };
     let base = body.as_ptr() as usize;
@@ -420,11 +420,7 @@ pub fn parse_datetime(s: &str) -> Result<i64, TimestampError> {
                 return Err(bad());
             }
             let total = i64::from(h * 60 + m);
-            if sign == b'-' {
-                -total
-            } else {
-                total
-            }
+            if sign == b'-' { -total } else { total }
         }
         Some(_) => return Err(bad()),
     };
@@ -500,7 +496,10 @@ pub fn parse_users(body: &[u8], keys: &UsersKeys) -> Result<Vec<WireUser>, Decod
             .ok_or_else(|| DecodeError::Shape {
                 path: format!("{path}[{i}]"),
                 looked_for: format!("a user id under {}", quoted_list(&keys.id_keys)),
-                found: format!("keys {}", obj.keys().cloned().collect::<Vec<_>>().join(", ")),
+                found: format!(
+                    "keys {}",
+                    obj.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
             })?;
         let text_of = |names: &[&str]| names.iter().find_map(|k| obj.get(*k).and_then(scalar_text));
         let attributes = match obj.get("attributes") {
@@ -561,7 +560,10 @@ fn find_user_list<'v>(
             return Err(DecodeError::Shape {
                 path: "$.responseObject".into(),
                 looked_for,
-                found: format!("keys {}", inner.keys().cloned().collect::<Vec<_>>().join(", ")),
+                found: format!(
+                    "keys {}",
+                    inner.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
             });
         }
         _ => {}
@@ -572,7 +574,10 @@ fn find_user_list<'v>(
         found: if obj.is_empty() {
             "an empty object".into()
         } else {
-            format!("keys {}", obj.keys().cloned().collect::<Vec<_>>().join(", "))
+            format!(
+                "keys {}",
+                obj.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
         },
     })
 }
@@ -699,7 +704,10 @@ mod tests {
         let keys = vec!["conversations".to_string(), "messages".to_string()];
         let err = parse_conversations_page(br#"{"data":[1]}"#, &keys).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("`conversations`") && text.contains("data"), "{text}");
+        assert!(
+            text.contains("`conversations`") && text.contains("data"),
+            "{text}"
+        );
         assert!(!err.is_retryable());
         let trunc = parse_conversations_page(br#"{"conversations":[{"a":"#, &keys).unwrap_err();
         assert!(trunc.is_retryable());

@@ -16,8 +16,8 @@ use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::corpus::{conversations, Conversation};
-use crate::time::{civil_from_days, day_of, DAY_MS};
+use super::corpus::{Conversation, conversations};
+use crate::time::{DAY_MS, civil_from_days, day_of};
 
 /// How the sandbox generates data. All fields have defaults ([`DataConfig::default`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -133,7 +133,14 @@ impl StoredMessage {
     /// The message's `user_id` string (UUID form).
     pub fn user_id_string(&self) -> String {
         let h = format!("{:032x}", self.session_uuid);
-        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     }
 
     /// Serializable wire view of this message.
@@ -145,11 +152,18 @@ impl StoredMessage {
             response: &self.response,
             timestamp: self.timestamp_string(),
             user_id: self.user_id_string(),
-            file: if is_status { None } else { Some(self.file.as_deref()) },
+            file: if is_status {
+                None
+            } else {
+                Some(self.file.as_deref())
+            },
             attachments: if is_status { None } else { Some(()) },
-            wa_message_id: self
-                .extra_field
-                .then(|| format!("wamid.{:016x}", self.session_uuid as u64 ^ self.ts_ms as u64)),
+            wa_message_id: self.extra_field.then(|| {
+                format!(
+                    "wamid.{:016x}",
+                    self.session_uuid as u64 ^ self.ts_ms as u64
+                )
+            }),
         }
     }
 }
@@ -183,11 +197,41 @@ pub struct Dataset {
 }
 
 const NAMES: [&str; 24] = [
-    "Asha", "Ravi", "Priya", "Arjun", "Meera", "Kiran", "Fatima", "Imran", "Lakshmi", "Vikram",
-    "Ananya", "Rahul", "Zoya", "Karthik", "Divya", "Sanjay", "Aisha", "Rohan", "Nadia", "Suresh",
-    "प्रिया", "கார்த்திக்", "عائشہ", "রাহুল",
+    "Asha",
+    "Ravi",
+    "Priya",
+    "Arjun",
+    "Meera",
+    "Kiran",
+    "Fatima",
+    "Imran",
+    "Lakshmi",
+    "Vikram",
+    "Ananya",
+    "Rahul",
+    "Zoya",
+    "Karthik",
+    "Divya",
+    "Sanjay",
+    "Aisha",
+    "Rohan",
+    "Nadia",
+    "Suresh",
+    "प्रिया",
+    "கார்த்திக்",
+    "عائشہ",
+    "রাহুল",
 ];
-const CITIES: [&str; 8] = ["Mumbai", "Delhi", "Chennai", "Bengaluru", "Kolkata", "Lahore", "Dhaka", "Pune"];
+const CITIES: [&str; 8] = [
+    "Mumbai",
+    "Delhi",
+    "Chennai",
+    "Bengaluru",
+    "Kolkata",
+    "Lahore",
+    "Dhaka",
+    "Pune",
+];
 const AGENTS: [&str; 4] = ["Ravi", "Neha", "Oscar", "Aarti"];
 const MENU: [&str; 4] = [
     "[Track order, Talk to agent, FAQs]",
@@ -327,14 +371,30 @@ fn make_user(i: usize, rng: &mut ChaCha8Rng) -> SandboxUser {
     let (channel, channel_user_id) = match channel_roll {
         0..=6 => (
             "whatsapp",
-            format!("91{:010}", 7_000_000_000u64 + (i as u64 * 104_729) % 2_999_999_999),
+            format!(
+                "91{:010}",
+                7_000_000_000u64 + (i as u64 * 104_729) % 2_999_999_999
+            ),
         ),
         7 | 8 => {
             let v: u128 = rng.random();
             let h = format!("{v:032x}");
-            ("web", format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+            (
+                "web",
+                format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[0..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..32]
+                ),
+            )
         }
-        _ => ("telegram", format!("5{:09}", (i as u64 * 7_919) % 1_000_000_000)),
+        _ => (
+            "telegram",
+            format!("5{:09}", (i as u64 * 7_919) % 1_000_000_000),
+        ),
     };
     let name = NAMES[rng.random_range(0..NAMES.len())];
     let language = match rng.random_range(0..10u32) {
@@ -350,10 +410,19 @@ fn make_user(i: usize, rng: &mut ChaCha8Rng) -> SandboxUser {
         _ => "regular",
     };
     let mut attributes = vec![
-        ("feedback".to_owned(), rng.random_range(1..=5u32).to_string()),
+        (
+            "feedback".to_owned(),
+            rng.random_range(1..=5u32).to_string(),
+        ),
         ("segment".to_owned(), segment.to_owned()),
-        ("opt1".to_owned(), if rng.random_bool(0.5) { "yes" } else { "no" }.to_owned()),
-        ("city".to_owned(), CITIES[rng.random_range(0..CITIES.len())].to_owned()),
+        (
+            "opt1".to_owned(),
+            if rng.random_bool(0.5) { "yes" } else { "no" }.to_owned(),
+        ),
+        (
+            "city".to_owned(),
+            CITIES[rng.random_range(0..CITIES.len())].to_owned(),
+        ),
         ("language".to_owned(), language.to_owned()),
     ];
     if rng.random_bool(0.6) {
@@ -414,20 +483,25 @@ fn session(
     let session_uuid: u128 = rng.random();
     let ts_form = rng.random_range(0..TS_FORMS.len() as u8);
     let push = |out: &mut Vec<StoredMessage>,
-                    rng: &mut ChaCha8Rng,
-                    ts_ms: i64,
-                    sender: &'static str,
-                    message_type: &'static str,
-                    response: Cow<'static, str>,
-                    file: Option<Box<FileInfo>>| {
+                rng: &mut ChaCha8Rng,
+                ts_ms: i64,
+                sender: &'static str,
+                message_type: &'static str,
+                response: Cow<'static, str>,
+                file: Option<Box<FileInfo>>| {
         let malformed = cfg.malformed_rate > 0.0 && rng.random_bool(cfg.malformed_rate.min(1.0));
-        let unknown = cfg.unknown_type_rate > 0.0 && rng.random_bool(cfg.unknown_type_rate.min(1.0));
+        let unknown =
+            cfg.unknown_type_rate > 0.0 && rng.random_bool(cfg.unknown_type_rate.min(1.0));
         out.push(StoredMessage {
             ts_ms,
             ts_form: if malformed { MALFORMED } else { ts_form },
             sender,
             message_type: if unknown {
-                if rng.random_bool(0.5) { "LOCATION" } else { "CAROUSEL" }
+                if rng.random_bool(0.5) {
+                    "LOCATION"
+                } else {
+                    "CAROUSEL"
+                }
             } else {
                 message_type
             },
@@ -455,18 +529,25 @@ fn session(
                 "{{\"agentId\":{},\"PARTICIPATION_MESSAGE\":\"<strong>{name}</strong> joined the conversation\"}}",
                 rng.random_range(1000..9999)
             );
-            push(out, rng, ts - 1, "bot", "AGENT_PARTICIPATION_STATUS", Cow::Owned(json), None);
+            push(
+                out,
+                rng,
+                ts - 1,
+                "bot",
+                "AGENT_PARTICIPATION_STATUS",
+                Cow::Owned(json),
+                None,
+            );
         }
         if *speaker == 0 {
-            let response: Cow<'static, str> = if cfg.long_message_rate > 0.0
-                && rng.random_bool(cfg.long_message_rate.min(1.0))
-            {
-                Cow::Owned(long_paste(text, rng))
-            } else if rng.random_bool(0.08) {
-                Cow::Owned(format!("{text}{}", EMOJI[rng.random_range(0..EMOJI.len())]))
-            } else {
-                Cow::Borrowed(text.as_str())
-            };
+            let response: Cow<'static, str> =
+                if cfg.long_message_rate > 0.0 && rng.random_bool(cfg.long_message_rate.min(1.0)) {
+                    Cow::Owned(long_paste(text, rng))
+                } else if rng.random_bool(0.08) {
+                    Cow::Owned(format!("{text}{}", EMOJI[rng.random_range(0..EMOJI.len())]))
+                } else {
+                    Cow::Borrowed(text.as_str())
+                };
             push(out, rng, ts, "user", "TEXT", response, None);
             if rng.random_bool(0.03) {
                 let n = rng.random_range(1..999u32);
@@ -476,11 +557,23 @@ fn session(
                     (format!("invoice_{n}.pdf"), "application/pdf", "DOCUMENT")
                 };
                 let file = FileInfo {
-                    url: format!("https://files.engati.example/{name}-{:05X}.{}", rng.random_range(0..0xFFFFFu32), name.rsplit('.').next().unwrap_or("bin")),
+                    url: format!(
+                        "https://files.engati.example/{name}-{:05X}.{}",
+                        rng.random_range(0..0xFFFFFu32),
+                        name.rsplit('.').next().unwrap_or("bin")
+                    ),
                     mime_type: mime.to_owned(),
                     upload_type: kind.to_owned(),
                 };
-                push(out, rng, ts + 1500, "user", "FILE_RECEIVED", Cow::Owned(format!("User uploaded {name} - [{mime}]")), Some(Box::new(file)));
+                push(
+                    out,
+                    rng,
+                    ts + 1500,
+                    "user",
+                    "FILE_RECEIVED",
+                    Cow::Owned(format!("User uploaded {name} - [{mime}]")),
+                    Some(Box::new(file)),
+                );
             }
         } else {
             let agent = agent_from.is_some_and(|a| i >= a);
@@ -489,31 +582,62 @@ fn session(
             } else {
                 Cow::Borrowed(text.as_str())
             };
-            push(out, rng, ts, if agent { "agent" } else { "bot" }, "TEXT", response.clone(), None);
+            push(
+                out,
+                rng,
+                ts,
+                if agent { "agent" } else { "bot" },
+                "TEXT",
+                response.clone(),
+                None,
+            );
             // The same bot message twice in one millisecond (an identical duplicate), or a
             // different one in the same millisecond.
             let roll = rng.random_range(0..100u32);
             if roll < 2 {
-                push(out, rng, ts, if agent { "agent" } else { "bot" }, "TEXT", response, None);
+                push(
+                    out,
+                    rng,
+                    ts,
+                    if agent { "agent" } else { "bot" },
+                    "TEXT",
+                    response,
+                    None,
+                );
             } else if roll < 4 {
                 push(out, rng, ts, "bot", "OPTIONS", Cow::Borrowed(MENU[1]), None);
             }
             if rng.random_bool(0.02) {
                 let kind = ["IMAGE", "VIDEO", "AUDIO", "DOCUMENT"][rng.random_range(0..4)];
-                let url = format!("https://cdn.engati.example/media/{:08x}", rng.random::<u32>());
+                let url = format!(
+                    "https://cdn.engati.example/media/{:08x}",
+                    rng.random::<u32>()
+                );
                 push(out, rng, ts + 10, "bot", kind, Cow::Owned(url), None);
             }
         }
     }
     if rng.random_bool(0.3) {
-        push(out, rng, last + 5000, "bot", "OPTIONS", Cow::Borrowed(RATING), None);
+        push(
+            out,
+            rng,
+            last + 5000,
+            "bot",
+            "OPTIONS",
+            Cow::Borrowed(RATING),
+            None,
+        );
         let stars = "⭐".repeat(rng.random_range(1..=5));
         let at = last + 9000 + rng.random_range(0..20_000);
         push(out, rng, at, "user", "TEXT", Cow::Owned(stars), None);
     }
 }
 
-fn pick_conversation<'c>(corpus: &'c [Conversation], lang: &str, rng: &mut ChaCha8Rng) -> &'c Conversation {
+fn pick_conversation<'c>(
+    corpus: &'c [Conversation],
+    lang: &str,
+    rng: &mut ChaCha8Rng,
+) -> &'c Conversation {
     if lang != "en" && rng.random_bool(0.5) {
         let same: Vec<&Conversation> = corpus.iter().filter(|c| c.lang == lang).collect();
         if !same.is_empty() {
@@ -543,8 +667,14 @@ mod tests {
 
     #[test]
     fn same_seed_same_data_and_users_are_independent_of_count() {
-        let a = Dataset::generate(DataConfig { users: 5, ..Default::default() });
-        let b = Dataset::generate(DataConfig { users: 8, ..Default::default() });
+        let a = Dataset::generate(DataConfig {
+            users: 5,
+            ..Default::default()
+        });
+        let b = Dataset::generate(DataConfig {
+            users: 8,
+            ..Default::default()
+        });
         assert_eq!(a.users(), &b.users()[..5]);
         for i in 0..5 {
             assert_eq!(
@@ -556,18 +686,44 @@ mod tests {
 
     #[test]
     fn data_has_the_edge_cases_tests_rely_on() {
-        let d = Dataset::generate(DataConfig { users: 60, long_message_rate: 0.01, ..Default::default() });
-        let all: Vec<StoredMessage> = (0..60).flat_map(|i| d.messages_between(i, i64::MIN, i64::MAX)).collect();
-        assert!(all.iter().any(|m| m.ts_ms % DAY_MS == 0), "a message on UTC midnight");
-        assert!(all.iter().any(|m| m.response.len() >= 20_000), "a 20 KB message");
-        assert!(all.iter().any(|m| m.message_type == "FILE_RECEIVED" && m.file.is_some()));
-        assert!(all.iter().any(|m| m.message_type == "AGENT_PARTICIPATION_STATUS"));
+        let d = Dataset::generate(DataConfig {
+            users: 60,
+            long_message_rate: 0.01,
+            ..Default::default()
+        });
+        let all: Vec<StoredMessage> = (0..60)
+            .flat_map(|i| d.messages_between(i, i64::MIN, i64::MAX))
+            .collect();
+        assert!(
+            all.iter().any(|m| m.ts_ms % DAY_MS == 0),
+            "a message on UTC midnight"
+        );
+        assert!(
+            all.iter().any(|m| m.response.len() >= 20_000),
+            "a 20 KB message"
+        );
+        assert!(
+            all.iter()
+                .any(|m| m.message_type == "FILE_RECEIVED" && m.file.is_some())
+        );
+        assert!(
+            all.iter()
+                .any(|m| m.message_type == "AGENT_PARTICIPATION_STATUS")
+        );
         assert!(all.iter().any(|m| m.response.contains('⭐')));
-        assert!(all.iter().any(|m| !m.response.is_ascii() && !m.response.contains('⭐')));
+        assert!(
+            all.iter()
+                .any(|m| !m.response.is_ascii() && !m.response.contains('⭐'))
+        );
         let same_ms_identical = (0..60).any(|i| {
-            d.messages_between(i, i64::MIN, i64::MAX).windows(2).any(|w| {
-                w[0].ts_ms == w[1].ts_ms && w[0].response == w[1].response && w[0].sender == w[1].sender && w[0].message_type == w[1].message_type
-            })
+            d.messages_between(i, i64::MIN, i64::MAX)
+                .windows(2)
+                .any(|w| {
+                    w[0].ts_ms == w[1].ts_ms
+                        && w[0].response == w[1].response
+                        && w[0].sender == w[1].sender
+                        && w[0].message_type == w[1].message_type
+                })
         });
         assert!(same_ms_identical, "identical messages in one millisecond");
         let forms: std::collections::HashSet<u8> = all.iter().map(|m| m.ts_form).collect();
@@ -587,7 +743,10 @@ mod tests {
             extra_field: false,
         };
         assert_eq!(m.timestamp_string(), "2026-08-12 14:03:27.512+0530");
-        let slash = StoredMessage { ts_form: 2, ..m.clone() };
+        let slash = StoredMessage {
+            ts_form: 2,
+            ..m.clone()
+        };
         assert_eq!(slash.timestamp_string(), "2026/08/12 14:03:27.512+0530");
         let west = StoredMessage { ts_form: 3, ..m };
         assert_eq!(west.timestamp_string(), "2026-08-12 03:33:27.512-0500");

@@ -17,12 +17,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
 
 pub use dataset::{DataConfig, Dataset, SandboxUser, StoredMessage};
@@ -59,7 +59,7 @@ impl std::str::FromStr for UsersShape {
             _ => {
                 return Err(format!(
                     "unknown users shape `{s}`: use users, bare-array, response-object-array, response-object-content, response-object-users or unknown"
-                ))
+                ));
             }
         })
     }
@@ -160,7 +160,8 @@ pub fn ids_for_seed(seed: u64) -> SandboxIds {
     let hex = format!("{h:032x}");
     let alnum: String = (0..7)
         .map(|i| {
-            let c = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"[((h >> (i * 6)) % 57) as usize];
+            let c = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+                [((h >> (i * 6)) % 57) as usize];
             c as char
         })
         .collect();
@@ -354,7 +355,14 @@ fn problem(status: StatusCode, detail: &str, instance: &str) -> Response {
 }
 
 impl Shared {
-    fn record(&self, path: &str, query: &HashMap<String, String>, status: u16, fault: Option<Fault>, authorized: bool) {
+    fn record(
+        &self,
+        path: &str,
+        query: &HashMap<String, String>,
+        status: u16,
+        fault: Option<Fault>,
+        authorized: bool,
+    ) {
         self.log.lock().expect("log lock").push(LoggedRequest {
             path: path.to_owned(),
             query: query.clone(),
@@ -365,7 +373,13 @@ impl Shared {
     }
 
     /// Latency, auth, access, path ids. `Err` is the response to send.
-    async fn gate(&self, headers: &HeaderMap, path: &str, cid: &str, bot: &str) -> Result<(), Response> {
+    async fn gate(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        cid: &str,
+        bot: &str,
+    ) -> Result<(), Response> {
         if self.config.faults.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.config.faults.latency_ms)).await;
         }
@@ -375,10 +389,18 @@ impl Shared {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v == expected);
         if !ok {
-            return Err(problem(StatusCode::UNAUTHORIZED, "missing or invalid API key", path));
+            return Err(problem(
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid API key",
+                path,
+            ));
         }
         if self.config.deny_access {
-            return Err(problem(StatusCode::FORBIDDEN, "this key has no access to the bot", path));
+            return Err(problem(
+                StatusCode::FORBIDDEN,
+                "this key has no access to the bot",
+                path,
+            ));
         }
         if cid != self.customer_id || bot != self.bot_key {
             return Err(engati_error(
@@ -390,15 +412,25 @@ impl Shared {
         Ok(())
     }
 
-    /// Applies a fault to a successful body.
-    async fn deliver(&self, fault: Option<Fault>, body: Vec<u8>) -> (Response, u16) {
+    /// Applies a fault to a successful body. Returns the response and the status to log (0 when
+    /// already logged).
+    async fn deliver(
+        &self,
+        fault: Option<Fault>,
+        body: Vec<u8>,
+        path: &str,
+        query: &HashMap<String, String>,
+    ) -> (Response, u16) {
         match fault {
             Some(Fault::Status(code)) => {
-                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let status =
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let resp = Response::builder()
                     .status(status)
                     .header(header::CONTENT_TYPE, "text/html")
-                    .body(Body::from(format!("<html><body><h1>{code} Server Error</h1></body></html>")))
+                    .body(Body::from(format!(
+                        "<html><body><h1>{code} Server Error</h1></body></html>"
+                    )))
                     .expect("static response parts are valid");
                 (resp, code)
             }
@@ -416,8 +448,11 @@ impl Shared {
                 (json_response(StatusCode::OK, body[..cut].to_vec()), 200)
             }
             Some(Fault::Stall(ms)) => {
+                // Logged before the wait: a client that times out drops the connection, and
+                // axum then drops this future.
+                self.record(path, query, 200, fault, true);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                (json_response(StatusCode::OK, body), 200)
+                (json_response(StatusCode::OK, body), 0)
             }
             None => (json_response(StatusCode::OK, body), 200),
         }
@@ -439,14 +474,21 @@ async fn users_handler(
     }
     let (Some(name), Some(value)) = (q.get("attribute_name"), q.get("attribute_value")) else {
         s.record(&path, &q, 400, None, true);
-        return engati_error(1002, "INVALID_INPUT", "attribute_name and attribute_value are required");
+        return engati_error(
+            1002,
+            "INVALID_INPUT",
+            "attribute_name and attribute_value are required",
+        );
     };
     let users = s.data.users_matching(name, value);
     let list: Vec<serde_json::Value> = users
         .iter()
         .map(|u| {
             let mut obj = serde_json::Map::new();
-            obj.insert(s.config.users_id_key.clone(), u.channel_user_id.clone().into());
+            obj.insert(
+                s.config.users_id_key.clone(),
+                u.channel_user_id.clone().into(),
+            );
             obj.insert("channel".into(), u.channel.into());
             obj.insert("user_name".into(), u.user_name.clone().into());
             let attrs: serde_json::Map<String, serde_json::Value> = u
@@ -466,12 +508,18 @@ async fn users_handler(
         UsersShape::ResponseObjectContent => {
             serde_json::json!({ "status": {"code": 1000, "desc": "SUCCESS"}, "responseObject": { "content": list, "totalElements": users.len() } })
         }
-        UsersShape::ResponseObjectUsers => serde_json::json!({ "responseObject": { "users": list } }),
+        UsersShape::ResponseObjectUsers => {
+            serde_json::json!({ "responseObject": { "users": list } })
+        }
         UsersShape::Unknown => serde_json::json!({ "data": { "rows": list } }),
     };
     let fault = s.faults.next(true);
-    let (resp, status) = s.deliver(fault, body.to_string().into_bytes()).await;
-    s.record(&path, &q, status, fault, true);
+    let (resp, status) = s
+        .deliver(fault, body.to_string().into_bytes(), &path, &q)
+        .await;
+    if status != 0 {
+        s.record(&path, &q, status, fault, true);
+    }
     resp
 }
 
@@ -500,34 +548,67 @@ async fn conversations_handler(
         engati_error(code, desc, details)
     };
     let Some(index) = s.data.user_index(&uid) else {
-        return reject(1002, "INVALID_BOT_OR_CUSTOMER_ID", "The bot id/customer id/user id is invalid");
+        return reject(
+            1002,
+            "INVALID_BOT_OR_CUSTOMER_ID",
+            "The bot id/customer id/user id is invalid",
+        );
     };
     let (Ok(start), Ok(end)) = (parse_ms(q.get("start_date")), parse_ms(q.get("end_date"))) else {
-        return reject(1003, "INVALID_INPUT_DATE_VALUE", "start_date and end_date must be epoch milliseconds");
+        return reject(
+            1003,
+            "INVALID_INPUT_DATE_VALUE",
+            "start_date and end_date must be epoch milliseconds",
+        );
     };
     let now = s.config.now_ms.unwrap_or_else(crate::time::now_ms);
     let end = end.unwrap_or(now);
     if start.is_some_and(|st| end <= st) {
-        return reject(1003, "INVALID_INPUT_DATE_VALUE", "end_date must be greater than start_date");
+        return reject(
+            1003,
+            "INVALID_INPUT_DATE_VALUE",
+            "end_date must be greater than start_date",
+        );
     }
     let page = match q.get("page_number").map(|p| p.trim().parse::<i64>()) {
         None => 1,
         Some(Ok(p)) if p >= 1 => p as usize,
-        Some(_) => return reject(1004, "INVALID_PAGE_NUMBER", "page_number must be a positive integer"),
+        Some(_) => {
+            return reject(
+                1004,
+                "INVALID_PAGE_NUMBER",
+                "page_number must be a positive integer",
+            );
+        }
     };
     let size = match q.get("page_size").map(|p| p.trim().parse::<i64>()) {
         None => 500,
         Some(Ok(p)) if p >= 1 => (p as usize).min(s.config.max_page_size),
-        Some(_) => return reject(1004, "INVALID_PAGE_NUMBER", "page_size must be a positive integer"),
+        Some(_) => {
+            return reject(
+                1004,
+                "INVALID_PAGE_NUMBER",
+                "page_size must be a positive integer",
+            );
+        }
     };
-    let body = s.data.with_range(index, start, end, s.config.start_exclusive, s.config.end_inclusive, |msgs| {
-        let from = (page - 1).saturating_mul(size).min(msgs.len());
-        let to = from.saturating_add(size).min(msgs.len());
-        render_page(&s.config.conversations_key, &msgs[from..to])
-    });
+    let body = s.data.with_range(
+        index,
+        start,
+        end,
+        s.config.start_exclusive,
+        s.config.end_inclusive,
+        |msgs| {
+            let from = (page - 1).saturating_mul(size).min(msgs.len());
+            let to = from.saturating_add(size).min(msgs.len());
+            render_page(&s.config.conversations_key, &msgs[from..to])
+        },
+    );
     let fault = s.faults.next(false);
-    let (resp, status) = s.deliver(fault, body).await;
-    s.record(&path, &q, status, fault, true);
+    let (resp, status) = s.deliver(fault, body, &path, &q).await;
+    if status != 0 {
+        s.record(&path, &q, status, fault, true);
+    }
     resp
 }
 

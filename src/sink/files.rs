@@ -14,8 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMillisecondType;
@@ -24,11 +24,11 @@ use tokio::sync::mpsc;
 
 use super::part::{Encoding, PartWriter};
 use super::supersede::{self, CellMap};
-use super::{dead_letter, SinkCounters, SinkError, SinkMsg, SinkReport, UnitInfo};
+use super::{SinkCounters, SinkError, SinkMsg, SinkReport, UnitInfo, dead_letter};
 use crate::normalize::{Reject, Window};
-use crate::schema::{self, messages_schema, users_schema, UsersBatchBuilder};
-use crate::state::{CommitPlan, FileRecord, StateStore, StoredUser, WatermarkMove, STAGED_SUFFIX};
-use crate::time::{date_string, day_of, DAY_MS};
+use crate::schema::{self, UsersBatchBuilder, messages_schema, users_schema};
+use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore, StoredUser, WatermarkMove};
+use crate::time::{DAY_MS, date_string, day_of};
 
 /// File sink settings.
 #[derive(Debug, Clone)]
@@ -67,7 +67,12 @@ pub fn spawn(
         .name("engati-etl-sink".into())
         .spawn(move || {
             let mut sink = FileSink {
-                run8: config.run_id.chars().filter(char::is_ascii_alphanumeric).take(8).collect(),
+                run8: config
+                    .run_id
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .take(8)
+                    .collect(),
                 config,
                 state,
                 counters,
@@ -141,7 +146,11 @@ impl FileSink {
                         dead_rows: 0,
                     });
                 }
-                SinkMsg::Page { cell, rows, rejects } => self.page(cell, rows, &rejects)?,
+                SinkMsg::Page {
+                    cell,
+                    rows,
+                    rejects,
+                } => self.page(cell, rows, &rejects)?,
                 SinkMsg::EndUnit { cells_done } => self.end_unit(cells_done)?,
                 SinkMsg::AbortUnit => {
                     if let Some(old) = self.unit.take() {
@@ -166,7 +175,12 @@ impl FileSink {
         )
     }
 
-    fn page(&mut self, cell: u32, rows: Option<RecordBatch>, rejects: &[Reject]) -> Result<(), SinkError> {
+    fn page(
+        &mut self,
+        cell: u32,
+        rows: Option<RecordBatch>,
+        rejects: &[Reject],
+    ) -> Result<(), SinkError> {
         let run_id = self.config.run_id.clone();
         let Some(unit) = self.unit.as_mut() else {
             return Err(SinkError::Crashed("a page arrived outside a unit".into()));
@@ -197,7 +211,11 @@ impl FileSink {
         days.sort_unstable();
         days.dedup();
         for day in days {
-            let mask: BooleanArray = sent.values().iter().map(|&t| Some(day_of(t) == day)).collect();
+            let mask: BooleanArray = sent
+                .values()
+                .iter()
+                .map(|&t| Some(day_of(t) == day))
+                .collect();
             let part = arrow_select::filter::filter_record_batch(&batch, &mask)
                 .map_err(|e| SinkError::arrow(&self.config.out_dir, e))?;
             self.write_day(day, &part)?;
@@ -216,7 +234,10 @@ impl FileSink {
             seq: 0,
         });
         if part.writer.is_none() {
-            let stem = format!("part-{}-{:05}-{:03}", unit.info.key.0, unit.info.first_cell, part.seq);
+            let stem = format!(
+                "part-{}-{:05}-{:03}",
+                unit.info.key.0, unit.info.first_cell, part.seq
+            );
             let staged = format!("{}/.{stem}.{ext}.{}{STAGED_SUFFIX}", part.dir, self.run8);
             let dir = out_dir.join(&part.dir);
             std::fs::create_dir_all(&dir).map_err(|source| SinkError::Io {
@@ -224,7 +245,11 @@ impl FileSink {
                 path: dir.clone(),
                 source,
             })?;
-            part.writer = Some(PartWriter::create(&out_dir.join(&staged), &self.config.encoding, messages_schema())?);
+            part.writer = Some(PartWriter::create(
+                &out_dir.join(&staged),
+                &self.config.encoding,
+                messages_schema(),
+            )?);
         }
         let writer = part.writer.as_mut().expect("opened above");
         writer.write(batch)?;
@@ -286,7 +311,8 @@ impl FileSink {
         let parts = std::mem::take(&mut unit.parts);
         for (day, p) in parts {
             if let Some(w) = p.writer {
-                let rec = Self::close_part(&self.run8, &out_dir, &unit.info, day, &p.dir, p.seq, ext, w)?;
+                let rec =
+                    Self::close_part(&self.run8, &out_dir, &unit.info, day, &p.dir, p.seq, ext, w)?;
                 unit.staged.push(rec);
             }
         }
@@ -298,8 +324,18 @@ impl FileSink {
         let info = unit.info.clone();
         let cells = &info.cells[..done];
         let cell_map: CellMap<'_> = cells.iter().map(|c| (c.user.as_ref(), c.window)).collect();
-        let min_user = cells.iter().map(|c| c.user.as_ref()).min().unwrap_or("").to_owned();
-        let max_user = cells.iter().map(|c| c.user.as_ref()).max().unwrap_or("").to_owned();
+        let min_user = cells
+            .iter()
+            .map(|c| c.user.as_ref())
+            .min()
+            .unwrap_or("")
+            .to_owned();
+        let max_user = cells
+            .iter()
+            .map(|c| c.user.as_ref())
+            .max()
+            .unwrap_or("")
+            .to_owned();
         let span = Window {
             start_ms: cells.iter().map(|c| c.window.start_ms).min().unwrap_or(0),
             end_ms: cells.iter().map(|c| c.window.end_ms).max().unwrap_or(0),
@@ -338,10 +374,20 @@ impl FileSink {
         }
 
         // Take re-exported rows out of earlier files.
-        let mut candidates = self
-            .state
-            .overlapping_files("messages", span.start_ms, span.end_ms, &min_user, &max_user)?;
-        candidates.extend(self.state.overlapping_files("dead_letter", span.start_ms, span.end_ms, &min_user, &max_user)?);
+        let mut candidates = self.state.overlapping_files(
+            "messages",
+            span.start_ms,
+            span.end_ms,
+            &min_user,
+            &max_user,
+        )?;
+        candidates.extend(self.state.overlapping_files(
+            "dead_letter",
+            span.start_ms,
+            span.end_ms,
+            &min_user,
+            &max_user,
+        )?);
         let same_unit = |f: &FileRecord| {
             !f.unit_key.starts_with("remnant:")
                 && f.unit_key == info.key.0
@@ -350,15 +396,30 @@ impl FileSink {
         };
         let mut n = 0u32;
         let run8 = self.run8.clone();
-        let replacement = supersede::replace(&out_dir, &self.config.encoding, candidates, &cell_map, same_unit, |f| {
-            n += 1;
-            let (dir, ext) = match f.path.rsplit_once('/') {
-                Some((d, name)) => (d.to_owned(), name.split_once('.').map(|(_, e)| e.to_owned()).unwrap_or_default()),
-                None => (String::new(), String::new()),
-            };
-            let stem = format!("part-{}-{:05}-r{run8}{n:02}", info.key.0, info.first_cell);
-            (format!("{dir}/.{stem}.{ext}.{run8}{STAGED_SUFFIX}"), format!("{dir}/{stem}.{ext}"))
-        })?;
+        let replacement = supersede::replace(
+            &out_dir,
+            &self.config.encoding,
+            candidates,
+            &cell_map,
+            same_unit,
+            |f| {
+                n += 1;
+                let (dir, ext) = match f.path.rsplit_once('/') {
+                    Some((d, name)) => (
+                        d.to_owned(),
+                        name.split_once('.')
+                            .map(|(_, e)| e.to_owned())
+                            .unwrap_or_default(),
+                    ),
+                    None => (String::new(), String::new()),
+                };
+                let stem = format!("part-{}-{:05}-r{run8}{n:02}", info.key.0, info.first_cell);
+                (
+                    format!("{dir}/.{stem}.{ext}.{run8}{STAGED_SUFFIX}"),
+                    format!("{dir}/{stem}.{ext}"),
+                )
+            },
+        )?;
 
         let mut plan = CommitPlan::default();
         for (staged, rec) in unit.staged.iter().chain(replacement.remnants.iter()) {
@@ -378,9 +439,15 @@ impl FileSink {
                 })
                 .collect();
         }
-        self.state.commit(&self.config.run_id, &plan, &out_dir, crate::time::now_ms())?;
+        self.state
+            .commit(&self.config.run_id, &plan, &out_dir, crate::time::now_ms())?;
 
-        let rows: u64 = unit.staged.iter().filter(|(_, r)| r.stream == "messages").map(|(_, r)| r.rows).sum();
+        let rows: u64 = unit
+            .staged
+            .iter()
+            .filter(|(_, r)| r.stream == "messages")
+            .map(|(_, r)| r.rows)
+            .sum();
         let r = &mut self.report;
         r.rows_written += rows;
         r.rejects_written += unit.dead_rows;
@@ -396,12 +463,20 @@ impl FileSink {
             }
         }
         self.counters.rows.fetch_add(rows, Ordering::Relaxed);
-        self.counters.cells.fetch_add(done as u64, Ordering::Relaxed);
-        self.counters.rejects.fetch_add(unit.dead_rows, Ordering::Relaxed);
+        self.counters
+            .cells
+            .fetch_add(done as u64, Ordering::Relaxed);
+        self.counters
+            .rejects
+            .fetch_add(unit.dead_rows, Ordering::Relaxed);
         Ok(())
     }
 
-    fn write_users(&mut self, users: &[crate::engati::users::UserSpec], cx: &schema::RowContext) -> Result<(), SinkError> {
+    fn write_users(
+        &mut self,
+        users: &[crate::engati::users::UserSpec],
+        cx: &schema::RowContext,
+    ) -> Result<(), SinkError> {
         let stored: Vec<StoredUser> = users
             .iter()
             .map(|u| StoredUser {
@@ -436,7 +511,11 @@ impl FileSink {
             path: dir,
             source,
         })?;
-        let mut w = PartWriter::create(&out_dir.join(&staged), &self.config.encoding, users_schema())?;
+        let mut w = PartWriter::create(
+            &out_dir.join(&staged),
+            &self.config.encoding,
+            users_schema(),
+        )?;
         for chunk in all.chunks(65_536) {
             let mut b = UsersBatchBuilder::new();
             for u in chunk {
@@ -457,7 +536,12 @@ impl FileSink {
         }
         let rows = w.rows();
         let bytes = w.finish()?;
-        let old: Vec<String> = self.state.files("users")?.into_iter().map(|f| f.path).collect();
+        let old: Vec<String> = self
+            .state
+            .files("users")?
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
         let plan = CommitPlan {
             adds: vec![(staged, fin.clone())],
             removes: old,
@@ -476,7 +560,8 @@ impl FileSink {
             }],
             ..Default::default()
         };
-        self.state.commit(&self.config.run_id, &plan, &out_dir, crate::time::now_ms())?;
+        self.state
+            .commit(&self.config.run_id, &plan, &out_dir, crate::time::now_ms())?;
         self.report.users_written = rows;
         self.report.files_written += 1;
         self.report.bytes_written += bytes;

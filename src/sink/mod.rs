@@ -13,8 +13,8 @@ pub mod stdout;
 pub mod supersede;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use arrow_array::RecordBatch;
 use serde::Serialize;
@@ -60,7 +60,9 @@ pub enum SinkError {
     #[error(transparent)]
     State(#[from] StateError),
     /// A file in the output that this tool cannot read back (edited by hand or corrupt).
-    #[error("{0} is not a file engati-etl can read back (edited by hand, or corrupt); move it out of the output directory and run again")]
+    #[error(
+        "{0} is not a file engati-etl can read back (edited by hand, or corrupt); move it out of the output directory and run again"
+    )]
     Foreign(PathBuf),
     /// Standard output was closed (e.g. piped into `head`).
     #[error("standard output was closed")]

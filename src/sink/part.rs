@@ -44,7 +44,13 @@ impl Encoding {
     ///
     /// # Errors
     /// A message naming the bad zstd level.
-    pub fn new(format: Format, gzip: bool, zstd_level: i32, row_group_bytes: usize, gzip_level: u32) -> Result<Self, String> {
+    pub fn new(
+        format: Format,
+        gzip: bool,
+        zstd_level: i32,
+        row_group_bytes: usize,
+        gzip_level: u32,
+    ) -> Result<Self, String> {
         let zstd = ZstdLevel::try_new(zstd_level)
             .map_err(|e| format!("zstd_level {zstd_level} is out of range (1..=22): {e}"))?;
         let props = WriterProperties::builder()
@@ -102,6 +108,50 @@ pub struct PartWriter {
     kind: Kind,
     path: PathBuf,
     rows: u64,
+    /// For JSONL: the schema with `UTC` timestamps relabelled `+00:00` (see [`for_json`]).
+    json_schema: Option<arrow_schema::SchemaRef>,
+}
+
+/// arrow-json resolves named time zones only with chrono-tz; `+00:00` is the same instant
+/// and needs nothing. The arrays are shared, not copied.
+fn json_schema(schema: &arrow_schema::SchemaRef) -> arrow_schema::SchemaRef {
+    use arrow_schema::{DataType, Field, Schema};
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Timestamp(unit, Some(tz)) if tz.as_ref() == "UTC" => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Timestamp(*unit, Some("+00:00".into()))),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn for_json(
+    batch: &RecordBatch,
+    schema: &arrow_schema::SchemaRef,
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    use arrow_array::{Array, TimestampMillisecondArray};
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            match (
+                c.as_any().downcast_ref::<TimestampMillisecondArray>(),
+                f.data_type(),
+            ) {
+                (Some(ts), arrow_schema::DataType::Timestamp(_, Some(tz))) => {
+                    Arc::new(ts.clone().with_timezone(tz.clone())) as arrow_array::ArrayRef
+                }
+                _ => c.clone(),
+            }
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns)
 }
 
 /// JSONL writer options: explicit nulls, RFC 3339 UTC timestamps with milliseconds.
@@ -117,7 +167,11 @@ impl PartWriter {
     ///
     /// # Errors
     /// [`SinkError`] for I/O or Parquet setup failures.
-    pub fn create(path: &Path, enc: &Encoding, schema: arrow_schema::SchemaRef) -> Result<Self, SinkError> {
+    pub fn create(
+        path: &Path,
+        enc: &Encoding,
+        schema: arrow_schema::SchemaRef,
+    ) -> Result<Self, SinkError> {
         let file = File::create(path).map_err(|source| SinkError::Io {
             action: "creating",
             path: path.to_owned(),
@@ -127,9 +181,11 @@ impl PartWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
             count: 0,
         };
+        let json_schema = (enc.format == Format::Jsonl).then(|| json_schema(&schema));
         let kind = match (enc.format, enc.gzip) {
             (Format::Parquet, _) => Kind::Parquet(
-                ArrowWriter::try_new(out, schema, Some((*enc.parquet).clone())).map_err(|e| SinkError::parquet(path, e))?,
+                ArrowWriter::try_new(out, schema, Some((*enc.parquet).clone()))
+                    .map_err(|e| SinkError::parquet(path, e))?,
             ),
             (Format::Jsonl, false) => Kind::Jsonl(jsonl_writer(out)),
             (Format::Jsonl, true) => Kind::JsonlGz(jsonl_writer(GzEncoder::new(
@@ -141,6 +197,7 @@ impl PartWriter {
             kind,
             path: path.to_owned(),
             rows: 0,
+            json_schema,
         })
     }
 
@@ -150,10 +207,18 @@ impl PartWriter {
     /// [`SinkError`] for encoding or I/O failures.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
         let path = &self.path;
+        let json = |b: &RecordBatch| match &self.json_schema {
+            Some(s) => for_json(b, s).map_err(|e| SinkError::arrow(path, e)),
+            None => Ok(b.clone()),
+        };
         match &mut self.kind {
             Kind::Parquet(w) => w.write(batch).map_err(|e| SinkError::parquet(path, e))?,
-            Kind::Jsonl(w) => w.write(batch).map_err(|e| SinkError::arrow(path, e))?,
-            Kind::JsonlGz(w) => w.write(batch).map_err(|e| SinkError::arrow(path, e))?,
+            Kind::Jsonl(w) => w
+                .write(&json(batch)?)
+                .map_err(|e| SinkError::arrow(path, e))?,
+            Kind::JsonlGz(w) => w
+                .write(&json(batch)?)
+                .map_err(|e| SinkError::arrow(path, e))?,
         }
         self.rows += batch.num_rows() as u64;
         Ok(())
@@ -213,4 +278,12 @@ impl PartWriter {
         drop(self);
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// A batch ready for arrow-json: `UTC` timestamps relabelled `+00:00` (same instants).
+///
+/// # Errors
+/// Arrow errors (none expected for our schemas).
+pub fn json_ready(batch: &RecordBatch) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    for_json(batch, &json_schema(&batch.schema()))
 }

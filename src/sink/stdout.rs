@@ -4,20 +4,23 @@
 //! stops the export cleanly ([`SinkError::OutputClosed`]).
 
 use std::io::Write;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
 use super::part::jsonl_writer;
-use super::{dead_letter, SinkCounters, SinkError, SinkMsg, SinkReport, UnitInfo};
+use super::{SinkCounters, SinkError, SinkMsg, SinkReport, UnitInfo, dead_letter};
 
 /// Starts the stdout sink thread.
 pub fn spawn(
     run_id: String,
     counters: Arc<SinkCounters>,
     capacity: usize,
-) -> (mpsc::Sender<SinkMsg>, std::thread::JoinHandle<(SinkReport, Option<SinkError>)>) {
+) -> (
+    mpsc::Sender<SinkMsg>,
+    std::thread::JoinHandle<(SinkReport, Option<SinkError>)>,
+) {
     let (tx, mut rx) = mpsc::channel::<SinkMsg>(capacity.max(1));
     let handle = std::thread::Builder::new()
         .name("engati-etl-stdout".into())
@@ -32,18 +35,29 @@ pub fn spawn(
             while let Some(msg) = rx.blocking_recv() {
                 match msg {
                     SinkMsg::BeginUnit(info) => unit = Some(info),
-                    SinkMsg::Page { cell, rows, rejects } => {
-                        if let (Some(info), false) = (&unit, rejects.is_empty()) {
-                            if let Some(c) = info.cells.get(cell as usize) {
-                                let mut buf = Vec::new();
-                                for r in &rejects {
-                                    dead_letter::encode(&mut buf, &run_id, &c.user, c.window, r);
-                                }
-                                let _ = std::io::stderr().write_all(&buf);
-                                pending_rejects += rejects.len() as u64;
+                    SinkMsg::Page {
+                        cell,
+                        rows,
+                        rejects,
+                    } => {
+                        if let (Some(info), false) = (&unit, rejects.is_empty())
+                            && let Some(c) = info.cells.get(cell as usize)
+                        {
+                            let mut buf = Vec::new();
+                            for r in &rejects {
+                                dead_letter::encode(&mut buf, &run_id, &c.user, c.window, r);
                             }
+                            let _ = std::io::stderr().write_all(&buf);
+                            pending_rejects += rejects.len() as u64;
                         }
                         if let Some(batch) = rows {
+                            let batch = match super::part::json_ready(&batch) {
+                                Ok(b) => b,
+                                Err(e) => {
+                                    error = Some(stdout_error(e));
+                                    break;
+                                }
+                            };
                             if let Err(e) = writer.write(&batch) {
                                 error = Some(stdout_error(e));
                                 break;
@@ -53,7 +67,10 @@ pub fn spawn(
                     }
                     SinkMsg::EndUnit { cells_done } => {
                         if let Err(e) = writer.get_mut().flush() {
-                            error = Some(stdout_error(arrow_schema::ArrowError::IoError(e.to_string(), e)));
+                            error = Some(stdout_error(arrow_schema::ArrowError::IoError(
+                                e.to_string(),
+                                e,
+                            )));
                             break;
                         }
                         report.rows_written += pending_rows;
@@ -61,8 +78,12 @@ pub fn spawn(
                         report.cells_committed += u64::from(cells_done);
                         report.units_committed += 1;
                         counters.rows.fetch_add(pending_rows, Ordering::Relaxed);
-                        counters.cells.fetch_add(u64::from(cells_done), Ordering::Relaxed);
-                        counters.rejects.fetch_add(pending_rejects, Ordering::Relaxed);
+                        counters
+                            .cells
+                            .fetch_add(u64::from(cells_done), Ordering::Relaxed);
+                        counters
+                            .rejects
+                            .fetch_add(pending_rejects, Ordering::Relaxed);
                         pending_rows = 0;
                         pending_rejects = 0;
                     }
@@ -73,7 +94,10 @@ pub fn spawn(
                 if let Err(e) = writer.finish() {
                     error = Some(stdout_error(e));
                 } else if let Err(e) = writer.get_mut().flush() {
-                    error = Some(stdout_error(arrow_schema::ArrowError::IoError(e.to_string(), e)));
+                    error = Some(stdout_error(arrow_schema::ArrowError::IoError(
+                        e.to_string(),
+                        e,
+                    )));
                 }
             }
             (report, error)
@@ -84,7 +108,9 @@ pub fn spawn(
 
 fn stdout_error(e: arrow_schema::ArrowError) -> SinkError {
     match &e {
-        arrow_schema::ArrowError::IoError(_, io) if io.kind() == std::io::ErrorKind::BrokenPipe => SinkError::OutputClosed,
+        arrow_schema::ArrowError::IoError(_, io) if io.kind() == std::io::ErrorKind::BrokenPipe => {
+            SinkError::OutputClosed
+        }
         _ => SinkError::Arrow {
             path: "<stdout>".into(),
             source: e,

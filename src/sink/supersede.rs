@@ -17,12 +17,12 @@ use std::path::Path;
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMillisecondType;
 use arrow_array::{BooleanArray, RecordBatch};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Deserialize;
 
-use super::part::{Encoding, PartWriter};
 use super::SinkError;
+use super::part::{Encoding, PartWriter};
 use crate::normalize::Window;
 use crate::schema;
 use crate::state::FileRecord;
@@ -111,8 +111,12 @@ fn open(path: &Path) -> Result<File, SinkError> {
 }
 
 fn parquet_mask(path: &Path, cells: &CellMap<'_>) -> Result<Vec<bool>, SinkError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?).map_err(|e| SinkError::parquet(path, e))?;
-    let mask = ProjectionMask::columns(builder.parquet_schema(), [schema::CHANNEL_USER_ID, schema::SENT_AT]);
+    let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
+        .map_err(|e| SinkError::parquet(path, e))?;
+    let mask = ProjectionMask::columns(
+        builder.parquet_schema(),
+        [schema::CHANNEL_USER_ID, schema::SENT_AT],
+    );
     let reader = builder
         .with_projection(mask)
         .build()
@@ -120,7 +124,9 @@ fn parquet_mask(path: &Path, cells: &CellMap<'_>) -> Result<Vec<bool>, SinkError
     let mut drop = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| SinkError::arrow(path, e))?;
-        let users = batch.column_by_name(schema::CHANNEL_USER_ID).map(|c| c.as_string::<i32>().clone());
+        let users = batch
+            .column_by_name(schema::CHANNEL_USER_ID)
+            .map(|c| c.as_string::<i32>().clone());
         let sent = batch
             .column_by_name(schema::SENT_AT)
             .map(|c| c.as_primitive::<TimestampMillisecondType>().clone());
@@ -128,7 +134,11 @@ fn parquet_mask(path: &Path, cells: &CellMap<'_>) -> Result<Vec<bool>, SinkError
             return Err(SinkError::Foreign(path.to_owned()));
         };
         for i in 0..batch.num_rows() {
-            drop.push(cells.get(users.value(i)).is_some_and(|w| w.contains(sent.value(i))));
+            drop.push(
+                cells
+                    .get(users.value(i))
+                    .is_some_and(|w| w.contains(sent.value(i))),
+            );
         }
     }
     Ok(drop)
@@ -160,7 +170,10 @@ struct DeadKey<'a> {
     window_end_ms: i64,
 }
 
-fn for_each_line(path: &Path, mut f: impl FnMut(&str) -> Result<bool, SinkError>) -> Result<Vec<bool>, SinkError> {
+fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(&str) -> Result<bool, SinkError>,
+) -> Result<Vec<bool>, SinkError> {
     let mut out = Vec::new();
     for line in lines(path)?.lines() {
         let line = line.map_err(|source| SinkError::Io {
@@ -178,24 +191,36 @@ fn for_each_line(path: &Path, mut f: impl FnMut(&str) -> Result<bool, SinkError>
 
 fn jsonl_mask(path: &Path, cells: &CellMap<'_>) -> Result<Vec<bool>, SinkError> {
     for_each_line(path, |line| {
-        let k: MessageKey<'_> = serde_json::from_str(line).map_err(|_| SinkError::Foreign(path.to_owned()))?;
-        let t = crate::engati::wire::parse_datetime(&k.sent_at).map_err(|_| SinkError::Foreign(path.to_owned()))?;
-        Ok(cells.get(k.channel_user_id.as_ref()).is_some_and(|w| w.contains(t)))
+        let k: MessageKey<'_> =
+            serde_json::from_str(line).map_err(|_| SinkError::Foreign(path.to_owned()))?;
+        let t = crate::engati::wire::parse_datetime(&k.sent_at)
+            .map_err(|_| SinkError::Foreign(path.to_owned()))?;
+        Ok(cells
+            .get(k.channel_user_id.as_ref())
+            .is_some_and(|w| w.contains(t)))
     })
 }
 
 fn dead_letter_mask(path: &Path, cells: &CellMap<'_>) -> Result<Vec<bool>, SinkError> {
     for_each_line(path, |line| {
-        let k: DeadKey<'_> = serde_json::from_str(line).map_err(|_| SinkError::Foreign(path.to_owned()))?;
+        let k: DeadKey<'_> =
+            serde_json::from_str(line).map_err(|_| SinkError::Foreign(path.to_owned()))?;
         let w = Window {
             start_ms: k.window_start_ms,
             end_ms: k.window_end_ms,
         };
-        Ok(cells.get(k.channel_user_id.as_ref()).is_some_and(|c| c.overlaps(&w)))
+        Ok(cells
+            .get(k.channel_user_id.as_ref())
+            .is_some_and(|c| c.overlaps(&w)))
     })
 }
 
-fn rewrite_parquet(src: &Path, dst: &Path, enc: &Encoding, drop: &[bool]) -> Result<(u64, u64), SinkError> {
+fn rewrite_parquet(
+    src: &Path,
+    dst: &Path,
+    enc: &Encoding,
+    drop: &[bool],
+) -> Result<(u64, u64), SinkError> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(open(src)?)
         .and_then(|b| b.build())
         .map_err(|e| SinkError::parquet(src, e))?;
@@ -203,9 +228,13 @@ fn rewrite_parquet(src: &Path, dst: &Path, enc: &Encoding, drop: &[bool]) -> Res
     let mut offset = 0usize;
     for batch in reader {
         let batch: RecordBatch = batch.map_err(|e| SinkError::arrow(src, e))?;
-        let keep: BooleanArray = drop[offset..offset + batch.num_rows()].iter().map(|d| Some(!d)).collect();
+        let keep: BooleanArray = drop[offset..offset + batch.num_rows()]
+            .iter()
+            .map(|d| Some(!d))
+            .collect();
         offset += batch.num_rows();
-        let kept = arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| SinkError::arrow(src, e))?;
+        let kept = arrow_select::filter::filter_record_batch(&batch, &keep)
+            .map_err(|e| SinkError::arrow(src, e))?;
         if kept.num_rows() == 0 {
             continue;
         }
@@ -225,12 +254,17 @@ fn rewrite_parquet(src: &Path, dst: &Path, enc: &Encoding, drop: &[bool]) -> Res
 fn rewrite_lines(src: &Path, dst: &Path, drop: &[bool]) -> Result<(u64, u64), SinkError> {
     let io = |action, path: &Path| {
         let path = path.to_owned();
-        move |source| SinkError::Io { action, path, source }
+        move |source| SinkError::Io {
+            action,
+            path,
+            source,
+        }
     };
     let file = File::create(dst).map_err(io("creating", dst))?;
     let gz = dst.to_string_lossy().contains(".gz");
     let (rows, buf) = if gz {
-        let mut w = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::default());
+        let mut w =
+            flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::default());
         let rows = copy_kept_lines(src, &mut w, drop).map_err(io("writing", dst))?;
         (rows, w.finish().map_err(io("writing", dst))?)
     } else {
@@ -238,7 +272,9 @@ fn rewrite_lines(src: &Path, dst: &Path, drop: &[bool]) -> Result<(u64, u64), Si
         let rows = copy_kept_lines(src, &mut w, drop).map_err(io("writing", dst))?;
         (rows, w)
     };
-    let file = buf.into_inner().map_err(|e| io("writing", dst)(e.into_error()))?;
+    let file = buf
+        .into_inner()
+        .map_err(|e| io("writing", dst)(e.into_error()))?;
     file.sync_all().map_err(io("syncing", dst))?;
     let bytes = file.metadata().map_err(io("reading", dst))?.len();
     Ok((rows, bytes))

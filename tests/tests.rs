@@ -1,0 +1,16 @@
+//! Integration tests: the real binary against a fresh sandbox on 127.0.0.1:0 per test.
+//!
+//! - `export`: full exports read back from Parquet and JSONL, compared row for row with the
+//!   sandbox's own data; date-bound semantics; users variants and users files; stdout.
+//! - `faults`: 500s, 429 + Retry-After, truncated bodies, stalls: nothing lost or duplicated.
+//! - `errors`: every exit-code class, error texts, and the key never leaking.
+//! - `dead_letter`: unknown types flow through; malformed timestamps are dead-lettered.
+//! - `commands`: demo pipeline, users, validate, sandbox.
+
+mod util;
+
+mod commands;
+mod dead_letter;
+mod errors;
+mod export;
+mod faults;
