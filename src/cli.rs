@@ -43,6 +43,92 @@ pub enum Cmd {
     Sandbox(SandboxArgs),
     /// Check a pipeline file, then make one cheap authenticated call.
     Validate(ValidateArgs),
+    /// Export a closed historical range with a pipeline's settings, in its own resumable
+    /// state namespace (nightly watermarks are not moved).
+    Backfill(BackfillArgs),
+    /// Show or reset a pipeline's state (watermarks, runs, files).
+    #[command(subcommand)]
+    State(StateCmd),
+}
+
+/// `state` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StateCmd {
+    /// Watermarks, recent runs with counts and outcome, files.
+    Show(StateShowArgs),
+    /// Move incremental watermarks back (re-export from there next run; no duplicates).
+    Reset(StateResetArgs),
+}
+
+/// Where the state is: a pipeline file, or an output / state directory.
+#[derive(Debug, Clone, Args)]
+pub struct StateTarget {
+    /// The pipeline file (its `sink.out` / `sink.state_dir`).
+    #[arg(value_name = "PIPELINE.toml")]
+    pub pipeline: Option<PathBuf>,
+    /// The output directory (state in OUT/_state), e.g. for an `export`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The state directory, when not under the output.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `state show` flags.
+#[derive(Debug, Clone, Args)]
+pub struct StateShowArgs {
+    #[command(flatten)]
+    /// Which state.
+    pub target: StateTarget,
+    /// Show one user's watermarks.
+    #[arg(long, value_name = "ID")]
+    pub user: Option<String>,
+    /// Recent runs to list.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub runs: usize,
+    /// Print JSON on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `state reset` flags.
+#[derive(Debug, Clone, Args)]
+pub struct StateResetArgs {
+    #[command(flatten)]
+    /// Which state.
+    pub target: StateTarget,
+    /// Only this user (default: every user).
+    #[arg(long, value_name = "ID")]
+    pub user: Option<String>,
+    /// Move watermarks back to this date (default: remove them: full history next run).
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<String>,
+    /// Watermark namespace.
+    #[arg(long, value_name = "NS", default_value = "incremental")]
+    pub namespace: String,
+}
+
+/// `backfill` flags.
+#[derive(Debug, Clone, Args)]
+pub struct BackfillArgs {
+    /// The pipeline file (source and sink settings).
+    #[arg(value_name = "PIPELINE.toml")]
+    pub pipeline: PathBuf,
+    /// Range start (inclusive), a UTC date or RFC 3339 timestamp.
+    #[arg(long, value_name = "DATE")]
+    pub from: String,
+    /// Range end (exclusive).
+    #[arg(long, value_name = "DATE")]
+    pub to: String,
+    /// Window length [default: the pipeline's, else 1d].
+    #[arg(long, value_name = "DURATION")]
+    pub window: Option<String>,
+    #[command(flatten)]
+    /// Source overrides.
+    pub source: SourceArgs,
+    #[command(flatten)]
+    /// Sink overrides.
+    pub sink: SinkArgs,
 }
 
 /// Source flags (the Engati tenant, users, request limits).
@@ -130,6 +216,9 @@ pub struct SinkArgs {
     /// zstd level for Parquet, 1..=22 [default: 3].
     #[arg(long, value_name = "N")]
     pub zstd_level: Option<i32>,
+    /// Testing only: abort after the N-th journaled commit, before its renames.
+    #[arg(long, value_name = "N", hide = true)]
+    pub crash_after_journal: Option<u64>,
 }
 
 /// `export` flags.
@@ -260,6 +349,15 @@ pub struct SandboxArgs {
     /// Answer 403 to every authenticated request.
     #[arg(long)]
     pub deny_access: bool,
+    /// Live arrivals: add messages every N ms while serving (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub live_interval_ms: u64,
+    /// Live arrivals: messages per tick.
+    #[arg(long, default_value_t = 1)]
+    pub live_per_tick: usize,
+    /// Live arrivals: timestamp them up to this many ms in the past (late delivery).
+    #[arg(long, default_value_t = 0)]
+    pub live_backdate_ms: i64,
 }
 
 impl SourceArgs {
@@ -305,6 +403,7 @@ pub fn overrides(
         o.target_file_bytes = k.target_file_bytes;
         o.row_group_bytes = k.row_group_bytes;
         o.zstd_level = k.zstd_level;
+        o.crash_after_journal = k.crash_after_journal;
     }
     o
 }

@@ -249,6 +249,8 @@ pub struct Overrides {
     pub row_group_bytes: Option<usize>,
     /// `--zstd-level`.
     pub zstd_level: Option<i32>,
+    /// Hidden `--crash-after-journal` (crash tests).
+    pub crash_after_journal: Option<u64>,
 }
 
 /// Errors found in configuration (exit 2). Lists every problem found.
@@ -400,6 +402,8 @@ pub struct Settings {
     pub checkpoint_users: usize,
     /// State namespace.
     pub namespace: String,
+    /// Crash tests: abort after this many journaled commits.
+    pub crash_after_journal: Option<u64>,
 }
 
 /// Output target.
@@ -746,6 +750,7 @@ impl Settings {
             target_file_bytes,
             checkpoint_users,
             namespace,
+            crash_after_journal: None,
         })
     }
 
@@ -814,6 +819,7 @@ impl Settings {
                 state_dir: state_dir.clone(),
                 encoding: self.encoding.clone(),
                 target_file_bytes: self.target_file_bytes,
+                crash_after_journal: self.crash_after_journal,
             },
             OutTarget::Stdout => OutputSpec::Stdout,
         };

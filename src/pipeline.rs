@@ -82,6 +82,8 @@ pub enum OutputSpec {
         encoding: Encoding,
         /// Rotate files at this size.
         target_file_bytes: u64,
+        /// Crash tests: abort after this many journaled commits.
+        crash_after_journal: Option<u64>,
     },
     /// JSONL on stdout.
     Stdout,
@@ -274,6 +276,13 @@ async fn run_inner(
                 )))
             })?;
             let mut st = StateStore::open(state_dir).map_err(|e| fail(e.into()))?;
+            if let OutputSpec::Files {
+                crash_after_journal: Some(n),
+                ..
+            } = &spec.output
+            {
+                st.crash_after_journal(*n);
+            }
             let (finished, strays) = st.recover(out_dir).map_err(|e| fail(e.into()))?;
             if finished + strays > 0 {
                 tracing::info!(

@@ -244,6 +244,7 @@ pub struct StateStore {
     conn: Connection,
     path: PathBuf,
     _lock: File,
+    crash_after_journal: Option<u64>,
 }
 
 fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StateError + '_ {
@@ -325,7 +326,14 @@ impl StateStore {
             conn,
             path,
             _lock: lock,
+            crash_after_journal: None,
         })
+    }
+
+    /// Fault injection for crash tests: abort the process right after the `n`-th journaled
+    /// commit's transaction, before its files are renamed (recovery must finish it).
+    pub fn crash_after_journal(&mut self, n: u64) {
+        self.crash_after_journal = Some(n);
     }
 
     /// The database file.
@@ -450,6 +458,14 @@ impl StateStore {
             advance_watermarks(&tx, run_id, &plan.watermarks).map_err(&e)?;
         }
         tx.commit().map_err(&e)?;
+        if let Some(n) = self.crash_after_journal.as_mut() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                // Fault injection for crash tests: die between the journal and the renames.
+                eprintln!("engati-etl: crash injected after a journaled commit");
+                std::process::abort();
+            }
+        }
         self.apply(id, plan, out_dir)?;
         Ok(id)
     }
@@ -831,6 +847,113 @@ impl StateStore {
             ),
         };
         n.map_err(sql(&self.path))
+    }
+}
+
+/// Files of one stream: count, rows, bytes.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct StreamStats {
+    /// `messages`, `users`, `dead_letter`.
+    pub stream: String,
+    /// Files.
+    pub files: u64,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Watermarks of a namespace, summarized.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct WatermarkSummary {
+    /// Namespace.
+    pub namespace: String,
+    /// Users with a watermark.
+    pub users: u64,
+    /// Earliest watermark (ms since epoch UTC).
+    pub min_end_ms: Option<i64>,
+    /// Latest watermark.
+    pub max_end_ms: Option<i64>,
+}
+
+/// One user's watermark in one namespace.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UserWatermark {
+    /// Namespace.
+    pub namespace: String,
+    /// Start of the exported range (ms since epoch UTC).
+    pub start_ms: i64,
+    /// Watermark: end of the exported range (exclusive).
+    pub end_ms: i64,
+    /// The unfinished run that last moved it, if any.
+    pub run_id: Option<String>,
+}
+
+impl StateStore {
+    /// Per-stream file counts.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn stream_stats(&self) -> Result<Vec<StreamStats>, StateError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT stream, COUNT(*), COALESCE(SUM(rows),0), COALESCE(SUM(bytes),0) FROM files GROUP BY stream ORDER BY stream")
+            .map_err(sql(&self.path))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(StreamStats {
+                    stream: r.get(0)?,
+                    files: r.get::<_, i64>(1)? as u64,
+                    rows: r.get::<_, i64>(2)? as u64,
+                    bytes: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .map_err(sql(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(sql(&self.path))
+    }
+
+    /// Watermark summaries per namespace.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn watermark_summaries(&self) -> Result<Vec<WatermarkSummary>, StateError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT namespace, COUNT(*), MIN(end_ms), MAX(end_ms) FROM watermarks GROUP BY namespace ORDER BY namespace")
+            .map_err(sql(&self.path))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(WatermarkSummary {
+                    namespace: r.get(0)?,
+                    users: r.get::<_, i64>(1)? as u64,
+                    min_end_ms: r.get(2)?,
+                    max_end_ms: r.get(3)?,
+                })
+            })
+            .map_err(sql(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(sql(&self.path))
+    }
+
+    /// One user's watermarks, all namespaces.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn user_watermarks(&self, user: &str) -> Result<Vec<UserWatermark>, StateError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT namespace, start_ms, end_ms, run_id FROM watermarks WHERE user=?1 ORDER BY namespace")
+            .map_err(sql(&self.path))?;
+        let rows = st
+            .query_map([user], |r| {
+                Ok(UserWatermark {
+                    namespace: r.get(0)?,
+                    start_ms: r.get(1)?,
+                    end_ms: r.get(2)?,
+                    run_id: r.get(3)?,
+                })
+            })
+            .map_err(sql(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(sql(&self.path))
     }
 }
 

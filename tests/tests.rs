@@ -6,11 +6,15 @@
 //! - `errors`: every exit-code class, error texts, and the key never leaking.
 //! - `dead_letter`: unknown types flow through; malformed timestamps are dead-lettered.
 //! - `commands`: demo pipeline, users, validate, sandbox.
+//! - `incremental`: nightly runs, backfills, state commands, live arrivals.
+//! - `crash`: SIGKILL at random points and between journal and rename.
 
 mod util;
 
 mod commands;
+mod crash;
 mod dead_letter;
 mod errors;
 mod export;
 mod faults;
+mod incremental;

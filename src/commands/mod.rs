@@ -2,6 +2,7 @@
 
 mod export;
 mod sandbox;
+mod state;
 mod users;
 mod validate;
 
@@ -22,6 +23,8 @@ pub async fn dispatch(cli: Cli) -> i32 {
         Cmd::Users(a) => users::users(a).await,
         Cmd::Sandbox(a) => sandbox::sandbox(a).await,
         Cmd::Validate(a) => validate::validate(a).await,
+        Cmd::Backfill(a) => export::backfill(a, quiet).await,
+        Cmd::State(c) => state::state(c),
     }
 }
 

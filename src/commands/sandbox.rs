@@ -2,7 +2,7 @@
 
 use super::print_error;
 use crate::cli::SandboxArgs;
-use crate::sandbox::{self as sbx, DataConfig, FaultConfig, SandboxConfig, UsersShape};
+use crate::sandbox::{self as sbx, DataConfig, FaultConfig, LiveConfig, SandboxConfig, UsersShape};
 use crate::time::{DAY_MS, parse_user_instant, rfc3339_ms};
 
 /// `engati-etl sandbox ...`: prints `ENGATI_*=value` lines on stdout (eval-able) and serves
@@ -61,6 +61,11 @@ pub async fn sandbox(a: SandboxArgs) -> i32 {
             stall_ms: a.stall_ms,
             seed: a.seed,
         },
+        live: (a.live_interval_ms > 0).then_some(LiveConfig {
+            interval_ms: a.live_interval_ms,
+            per_tick: a.live_per_tick,
+            backdate_ms: a.live_backdate_ms,
+        }),
         ..SandboxConfig::default()
     };
     let days = cfg.data.days;

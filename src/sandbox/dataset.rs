@@ -188,11 +188,13 @@ fn null_unit<S: serde::Serializer>(_: &Option<()>, s: S) -> Result<S::Ok, S::Err
     s.serialize_none()
 }
 
-/// Users and messages. Messages sit behind a lock per user so live arrivals can be appended.
+/// Users and messages. Messages sit behind a lock per user so live arrivals can be added,
+/// and users behind one lock so tests can change their attributes (a user joining a segment).
 pub struct Dataset {
     /// The generation settings.
     pub config: DataConfig,
-    users: Vec<SandboxUser>,
+    users: RwLock<Vec<SandboxUser>>,
+    index: std::collections::HashMap<String, usize>,
     messages: Vec<RwLock<Vec<StoredMessage>>>,
 }
 
@@ -270,31 +272,53 @@ impl Dataset {
             users.push(user);
             messages.push(RwLock::new(msgs));
         }
+        let index = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.channel_user_id.clone(), i))
+            .collect();
         Dataset {
             config,
-            users,
+            users: RwLock::new(users),
+            index,
             messages,
         }
     }
 
-    /// All users, in index order.
-    pub fn users(&self) -> &[SandboxUser] {
-        &self.users
+    /// All users, in index order (a copy).
+    pub fn users(&self) -> Vec<SandboxUser> {
+        self.users.read().expect("sandbox lock").clone()
+    }
+
+    /// Number of users.
+    pub fn user_count(&self) -> usize {
+        self.messages.len()
     }
 
     /// The index of a user by channel-user id.
     pub fn user_index(&self, channel_user_id: &str) -> Option<usize> {
-        self.users
-            .iter()
-            .position(|u| u.channel_user_id == channel_user_id)
+        self.index.get(channel_user_id).copied()
     }
 
-    /// Users whose attribute `name` equals `value` (the Users API's filter).
-    pub fn users_matching(&self, name: &str, value: &str) -> Vec<&SandboxUser> {
+    /// Users whose attribute `name` equals `value` (the Users API's filter), copied.
+    pub fn users_matching(&self, name: &str, value: &str) -> Vec<SandboxUser> {
         self.users
+            .read()
+            .expect("sandbox lock")
             .iter()
             .filter(|u| u.attributes.iter().any(|(k, v)| k == name && v == value))
+            .cloned()
             .collect()
+    }
+
+    /// Sets (or adds) attribute `name` of user `index`: e.g. a user joining a segment.
+    pub fn set_attribute(&self, index: usize, name: &str, value: &str) {
+        let mut users = self.users.write().expect("sandbox lock");
+        let attrs = &mut users[index].attributes;
+        match attrs.iter_mut().find(|(k, _)| k == name) {
+            Some(slot) => slot.1 = value.to_owned(),
+            None => attrs.push((name.to_owned(), value.to_owned())),
+        }
     }
 
     /// Messages of user `index` with `start_ms <= ts < end_ms`, cloned, in API order.
@@ -675,7 +699,7 @@ mod tests {
             users: 8,
             ..Default::default()
         });
-        assert_eq!(a.users(), &b.users()[..5]);
+        assert_eq!(a.users(), b.users()[..5].to_vec());
         for i in 0..5 {
             assert_eq!(
                 a.messages_between(i, i64::MIN, i64::MAX),

@@ -89,8 +89,23 @@ pub struct SandboxConfig {
     pub deny_access: bool,
     /// Random faults and latency.
     pub faults: FaultConfig,
-    /// The clock for a blank `end_date`, ms since epoch UTC; `None` = the system clock.
+    /// The sandbox clock at start, ms since epoch UTC (it then runs with real time); `None` =
+    /// the system clock. Used for a blank `end_date` and for live arrivals.
     pub now_ms: Option<i64>,
+    /// Messages arriving while the server runs, if any.
+    pub live: Option<LiveConfig>,
+}
+
+/// Live arrivals: every `interval_ms`, `per_tick` new messages for random users, timestamped
+/// between `backdate_ms` before the sandbox clock and the clock itself (late delivery).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveConfig {
+    /// Tick, ms.
+    pub interval_ms: u64,
+    /// Messages per tick.
+    pub per_tick: usize,
+    /// How far back an arrival may be timestamped, ms.
+    pub backdate_ms: i64,
 }
 
 impl Default for SandboxConfig {
@@ -107,6 +122,7 @@ impl Default for SandboxConfig {
             deny_access: false,
             faults: FaultConfig::default(),
             now_ms: None,
+            live: None,
         }
     }
 }
@@ -134,6 +150,8 @@ impl LoggedRequest {
 }
 
 struct Shared {
+    started: std::time::Instant,
+    live_paused: std::sync::atomic::AtomicBool,
     config: SandboxConfig,
     data: Arc<Dataset>,
     faults: faults::Faults,
@@ -213,6 +231,18 @@ impl SandboxHandle {
         &self.shared.config
     }
 
+    /// The sandbox clock now, ms since epoch UTC.
+    pub fn clock_ms(&self) -> i64 {
+        self.shared.clock_ms()
+    }
+
+    /// Stops (or resumes) live arrivals.
+    pub fn pause_live(&self, paused: bool) {
+        self.shared
+            .live_paused
+            .store(paused, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -274,6 +304,8 @@ pub async fn start_with_data(
         source,
     })?;
     let shared = Arc::new(Shared {
+        started: std::time::Instant::now(),
+        live_paused: std::sync::atomic::AtomicBool::new(false),
         faults: faults::Faults::new(config.faults.clone()),
         config,
         data,
@@ -294,6 +326,9 @@ pub async fn start_with_data(
         .fallback(fallback)
         .with_state(shared.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(live) = shared.config.live {
+        tokio::spawn(live_arrivals(Arc::downgrade(&shared), live));
+    }
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -354,7 +389,41 @@ fn problem(status: StatusCode, detail: &str, instance: &str) -> Response {
     json_response(status, body.to_string().into_bytes())
 }
 
+/// Adds live messages until the server is gone.
+async fn live_arrivals(shared: std::sync::Weak<Shared>, live: LiveConfig) {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x11fe);
+    let mut n = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_millis(live.interval_ms.max(1))).await;
+        let Some(s) = shared.upgrade() else { return };
+        if s.live_paused.load(std::sync::atomic::Ordering::SeqCst) {
+            continue;
+        }
+        let users = s.data.user_count();
+        if users == 0 {
+            return;
+        }
+        let now = s.clock_ms();
+        for _ in 0..live.per_tick {
+            let i = rng.random_range(0..users);
+            let ts = now - rng.random_range(0..=live.backdate_ms.max(0));
+            n += 1;
+            let msg = s.data.live_message(i, ts, n);
+            s.data.insert(i, msg);
+        }
+    }
+}
+
 impl Shared {
+    /// The sandbox clock, ms since epoch UTC.
+    fn clock_ms(&self) -> i64 {
+        match self.config.now_ms {
+            Some(base) => base + self.started.elapsed().as_millis() as i64,
+            None => crate::time::now_ms(),
+        }
+    }
+
     fn record(
         &self,
         path: &str,
@@ -561,7 +630,7 @@ async fn conversations_handler(
             "start_date and end_date must be epoch milliseconds",
         );
     };
-    let now = s.config.now_ms.unwrap_or_else(crate::time::now_ms);
+    let now = s.clock_ms();
     let end = end.unwrap_or(now);
     if start.is_some_and(|st| end <= st) {
         return reject(

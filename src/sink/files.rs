@@ -439,6 +439,8 @@ impl FileSink {
                 })
                 .collect();
         }
+        // The staged files' directory entries must be durable before the journal refers to them.
+        sync_parents(&out_dir, plan.adds.iter().map(|(s, _)| s.as_str()))?;
         self.state
             .commit(&self.config.run_id, &plan, &out_dir, crate::time::now_ms())?;
 
@@ -536,6 +538,7 @@ impl FileSink {
         }
         let rows = w.rows();
         let bytes = w.finish()?;
+        sync_parents(&out_dir, std::iter::once(staged.as_str()))?;
         let old: Vec<String> = self
             .state
             .files("users")?
@@ -570,6 +573,22 @@ impl FileSink {
         }
         Ok(())
     }
+}
+
+/// fsyncs each distinct parent directory of the given relative paths.
+fn sync_parents<'a>(out_dir: &Path, paths: impl Iterator<Item = &'a str>) -> Result<(), SinkError> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if let Some(d) = out_dir.join(p).parent()
+            && !dirs.iter().any(|x| x == d)
+        {
+            dirs.push(d.to_owned());
+        }
+    }
+    for d in dirs {
+        crate::state::sync_dir(&d)?;
+    }
+    Ok(())
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<(), SinkError> {

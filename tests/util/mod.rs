@@ -331,3 +331,48 @@ pub fn assert_same(rows: &[Row], want: &[Key], context: &str) {
 pub fn day(s: &str) -> i64 {
     engati_etl::time::parse_user_instant(s, 0).unwrap()
 }
+
+/// Writes a pipeline file for `sb` and returns its path.
+pub fn pipeline_file(
+    dir: &Path,
+    sb: &SandboxHandle,
+    range: &str,
+    sink: &str,
+    attributes: &[&str],
+) -> PathBuf {
+    let attrs: Vec<String> = attributes.iter().map(|a| format!("\"{a}\"")).collect();
+    let text = format!(
+        "[source]\nprovider = \"custom\"\nbase_url = \"{}\"\ncustomer_id = \"{}\"\nbot_key = \"{}\"\nattributes = [{}]\n[range]\n{range}\n[sink]\n{sink}\n",
+        sb.base_url,
+        sb.ids.customer_id,
+        sb.ids.bot_key,
+        attrs.join(", ")
+    );
+    let p = dir.join(format!("pipeline-{}.toml", rand_suffix()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Args from string slices.
+pub fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// The run report of an output.
+pub fn report(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("_run_report.json")).unwrap()).unwrap()
+}
+
+/// Files whose name ends with `.tmp` (staged files a reader must never see).
+pub fn staged_files(out: &Path) -> Vec<PathBuf> {
+    files_under(out)
+        .into_iter()
+        .filter(|f| f.to_string_lossy().ends_with(".tmp"))
+        .collect()
+}

@@ -1,0 +1,225 @@
+//! `state show` and `state reset`.
+
+use std::path::PathBuf;
+
+use super::print_error;
+use crate::cli::{StateCmd, StateTarget};
+use crate::config::PipelineFile;
+use crate::report::human_bytes;
+use crate::state::StateStore;
+use crate::time::{parse_user_instant, rfc3339_ms};
+
+/// Resolves (output dir, state dir) from a pipeline file or flags.
+fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf), String> {
+    let (mut out, mut state) = (t.out.clone(), t.state_dir.clone());
+    if let Some(p) = &t.pipeline {
+        let f = PipelineFile::load(p).map_err(|e| e.to_string())?;
+        out = out.or(f.sink.out);
+        state = state.or(f.sink.state_dir);
+    }
+    let out = out.ok_or("say which state: a PIPELINE.toml, --out DIR or --state-dir DIR")?;
+    if out.as_os_str() == "-" {
+        return Err("an export to stdout (--out -) keeps no state".into());
+    }
+    let state = state.unwrap_or_else(|| out.join("_state"));
+    if !state.join("state.sqlite3").exists() {
+        return Err(format!(
+            "no state at {} (nothing has run with this output yet)",
+            state.display()
+        ));
+    }
+    Ok((out, state))
+}
+
+/// `engati-etl state show|reset ...`.
+pub fn state(cmd: StateCmd) -> i32 {
+    let target = match &cmd {
+        StateCmd::Show(a) => &a.target,
+        StateCmd::Reset(a) => &a.target,
+    };
+    let (out, dir) = match locate(target) {
+        Ok(x) => x,
+        Err(e) => {
+            print_error(&e);
+            return 2;
+        }
+    };
+    let mut st = match StateStore::open(&dir).and_then(|mut s| s.recover(&out).map(|_| s)) {
+        Ok(s) => s,
+        Err(e) => {
+            print_error(&e);
+            return if matches!(e, crate::state::StateError::Locked(_)) {
+                2
+            } else {
+                6
+            };
+        }
+    };
+    let result = match cmd {
+        StateCmd::Show(a) => show(&st, &out, a.user.as_deref(), a.runs, a.json),
+        StateCmd::Reset(a) => reset(&mut st, a.user.as_deref(), a.to.as_deref(), &a.namespace),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            print_error(&e);
+            e.code
+        }
+    }
+}
+
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<crate::state::StateError> for Failure {
+    fn from(e: crate::state::StateError) -> Self {
+        Failure {
+            code: 6,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn show(
+    st: &StateStore,
+    out: &std::path::Path,
+    user: Option<&str>,
+    runs: usize,
+    json: bool,
+) -> Result<(), Failure> {
+    let streams = st.stream_stats()?;
+    let marks = st.watermark_summaries()?;
+    let history = st.runs(None, runs)?;
+    let user_marks = match user {
+        Some(u) => Some(st.user_watermarks(u)?),
+        None => None,
+    };
+    if json {
+        let runs_json: Vec<serde_json::Value> = history
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "run_id": r.run_id, "namespace": r.namespace, "status": r.status,
+                    "started_at": rfc3339_ms(r.started_ms),
+                    "finished_at": r.finished_ms.map(rfc3339_ms),
+                    "report": r.report.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()),
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "state": st.path(), "out": out, "files": streams, "watermarks": marks,
+            "user": user.map(|u| serde_json::json!({"channel_user_id": u, "watermarks": user_marks})),
+            "runs": runs_json,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    println!(
+        "state      {} (output {})",
+        st.path().display(),
+        out.display()
+    );
+    if streams.is_empty() {
+        println!("files      none");
+    }
+    for s in &streams {
+        println!(
+            "files      {}: {} files, {} rows, {}",
+            s.stream,
+            s.files,
+            s.rows,
+            human_bytes(s.bytes)
+        );
+    }
+    if marks.is_empty() {
+        println!("watermarks none (no incremental run yet)");
+    }
+    for m in &marks {
+        println!(
+            "watermarks {}: {} users, from {} to {}",
+            m.namespace,
+            m.users,
+            m.min_end_ms.map(rfc3339_ms).unwrap_or_default(),
+            m.max_end_ms.map(rfc3339_ms).unwrap_or_default()
+        );
+    }
+    if let (Some(u), Some(list)) = (user, &user_marks) {
+        if list.is_empty() {
+            println!(
+                "user       {u}: no watermark (a new user: the next incremental run exports their full history)"
+            );
+        }
+        for w in list {
+            println!(
+                "user       {u} [{}]: exported {} .. {}{}",
+                w.namespace,
+                rfc3339_ms(w.start_ms),
+                rfc3339_ms(w.end_ms),
+                w.run_id
+                    .as_deref()
+                    .map(|r| format!(" (moved by unfinished run {r})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    println!("runs       {} most recent:", history.len());
+    for r in &history {
+        let rep: Option<serde_json::Value> = r
+            .report
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok());
+        let (msgs, rejects, secs, skipped) = match &rep {
+            Some(v) => (
+                v["messages"]["written"].as_u64().unwrap_or(0),
+                v["messages"]["rejected"].as_u64().unwrap_or(0),
+                v["duration_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+                v["cells"]["skipped"].as_u64().unwrap_or(0),
+            ),
+            None => (0, 0, 0.0, 0),
+        };
+        println!(
+            "  {}  {:<22} {:<22} {}  {secs:.1} s  {msgs} messages, {rejects} rejected, {skipped} cells skipped",
+            r.run_id,
+            r.namespace.chars().take(22).collect::<String>(),
+            r.status,
+            rfc3339_ms(r.started_ms)
+        );
+    }
+    Ok(())
+}
+
+fn reset(
+    st: &mut StateStore,
+    user: Option<&str>,
+    to: Option<&str>,
+    namespace: &str,
+) -> Result<(), Failure> {
+    let to_ms = match to {
+        Some(t) => Some(
+            parse_user_instant(t, crate::time::now_ms()).map_err(|e| Failure {
+                code: 2,
+                message: format!("--to: {e}"),
+            })?,
+        ),
+        None => None,
+    };
+    let n = st.reset_watermarks(namespace, user, to_ms)?;
+    let what = match (user, to_ms) {
+        (Some(u), Some(t)) => format!("moved the watermark of {u} back to {}", rfc3339_ms(t)),
+        (Some(u), None) => format!("removed the watermark of {u} (full history next run)"),
+        (None, Some(t)) => format!("moved {n} watermarks back to {}", rfc3339_ms(t)),
+        (None, None) => format!("removed {n} watermarks (full history next run)"),
+    };
+    println!(
+        "state reset [{namespace}]: {what}; rows already written are replaced, not duplicated, when re-exported"
+    );
+    Ok(())
+}
