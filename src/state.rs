@@ -292,7 +292,7 @@ impl StateStore {
         let path = dir.join("state.sqlite3");
         let conn = Connection::open(&path).map_err(sql(&path))?;
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF; PRAGMA busy_timeout=5000;",
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF; PRAGMA busy_timeout=5000; PRAGMA cache_size=-32768;",
         )
         .map_err(sql(&path))?;
         conn.execute_batch(SCHEMA).map_err(sql(&path))?;
@@ -689,7 +689,12 @@ impl StateStore {
             )
             .map_err(&e)?;
         }
-        tx.commit().map_err(&e)
+        tx.commit().map_err(&e)?;
+        // Fold the write-ahead log back into the database so the state stays compact between
+        // runs (a large run can leave a WAL as big as the tables it touched).
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(&e)
     }
 
     /// Recent runs, newest first (optionally only one namespace).
@@ -981,40 +986,21 @@ fn advance_watermarks(
     if moves.is_empty() {
         return Ok(());
     }
-    let mut get = tx.prepare_cached(
-        "SELECT start_ms, end_ms, run_id FROM watermarks WHERE namespace=?1 AND user=?2",
-    )?;
-    let mut upd = tx.prepare_cached(
-        "UPDATE watermarks SET start_ms=?3, end_ms=?4, run_id=?5, end_before_run=CASE WHEN run_id IS ?5 THEN end_before_run ELSE end_ms END
-         WHERE namespace=?1 AND user=?2",
-    )?;
-    let mut ins = tx.prepare_cached(
-        "INSERT INTO watermarks(namespace, user, start_ms, end_ms, run_id, end_before_run) VALUES(?1, ?2, ?3, ?4, ?5, NULL)",
+    // One statement per move: insert a new user's watermark, or move an existing one, but only
+    // by a contiguous extension (a cell inside the covered range, e.g. the lookback, changes
+    // nothing; a gap never moves it). The first move by a run keeps the value before it.
+    let mut up = tx.prepare_cached(
+        "INSERT INTO watermarks(namespace, user, start_ms, end_ms, run_id, end_before_run)
+         VALUES(?1, ?2, ?3, ?4, ?5, NULL)
+         ON CONFLICT(namespace, user) DO UPDATE SET
+           start_ms = MIN(start_ms, excluded.start_ms),
+           end_before_run = CASE WHEN run_id IS excluded.run_id THEN end_before_run ELSE end_ms END,
+           run_id = excluded.run_id,
+           end_ms = excluded.end_ms
+         WHERE excluded.start_ms <= watermarks.end_ms AND excluded.end_ms > watermarks.end_ms",
     )?;
     for m in moves {
-        let cur: Option<(i64, i64, Option<String>)> = get
-            .query_row(params![m.namespace, m.user], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?;
-        match cur {
-            None => {
-                ins.execute(params![m.namespace, m.user, m.start_ms, m.end_ms, run_id])?;
-            }
-            Some((start, end, _)) => {
-                // Only a contiguous extension moves the watermark; a cell inside the covered
-                // range (lookback) changes nothing.
-                if m.start_ms <= end && m.end_ms > end {
-                    upd.execute(params![
-                        m.namespace,
-                        m.user,
-                        start.min(m.start_ms),
-                        m.end_ms,
-                        run_id
-                    ])?;
-                }
-            }
-        }
+        up.execute(params![m.namespace, m.user, m.start_ms, m.end_ms, run_id])?;
     }
     Ok(())
 }
