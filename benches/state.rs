@@ -21,13 +21,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn commit_all(st: &mut StateStore, out: &std::path::Path, run: &str, users: &[String], start: i64, end: i64) {
+fn commit_all(
+    st: &mut StateStore,
+    out: &std::path::Path,
+    run: &str,
+    users: &[String],
+    start: i64,
+    end: i64,
+) {
     for (i, chunk) in users.chunks(5000).enumerate() {
         let plan = CommitPlan {
             unit_progress: Some((format!("unit-{i}"), chunk.len() as u32)),
             watermarks: chunk
                 .iter()
-                .map(|u| WatermarkMove { namespace: "incremental".into(), user: u.clone(), start_ms: start, end_ms: end })
+                .map(|u| WatermarkMove {
+                    namespace: "incremental".into(),
+                    user: u.clone(),
+                    start_ms: start,
+                    end_ms: end,
+                })
                 .collect(),
             ..Default::default()
         };
@@ -45,7 +57,12 @@ fn main() {
         .unwrap_or(1_000_000);
     // Sorted, as the pipeline plans them (units are runs of consecutive ids).
     let mut users: Vec<String> = (0..n)
-        .map(|i| format!("91{:010}", 7_000_000_000u64 + i as u64 * 104_729 % 2_999_999_999))
+        .map(|i| {
+            format!(
+                "91{:010}",
+                7_000_000_000u64 + i as u64 * 104_729 % 2_999_999_999
+            )
+        })
         .collect();
     users.sort();
     let (mut save, mut load, mut update, mut upsert, mut read_users, mut resume, mut size) =
@@ -57,7 +74,8 @@ fn main() {
         let t = Instant::now();
         commit_all(&mut st, out, "night-1", &users, 0, DAY);
         save.push(t.elapsed().as_secs_f64());
-        st.finish_run("night-1", "succeeded", "{}", 0).expect("finish");
+        st.finish_run("night-1", "succeeded", "{}", 0)
+            .expect("finish");
 
         let t = Instant::now();
         let marks = st.watermarks("incremental", "night-2").expect("load");
@@ -79,7 +97,10 @@ fn main() {
                 user: u.clone(),
                 channel: Some("whatsapp".into()),
                 user_name: Some("Asha".into()),
-                attributes: vec![("feedback".into(), "1".into()), ("segment".into(), "vip".into())],
+                attributes: vec![
+                    ("feedback".into(), "1".into()),
+                    ("segment".into(), "vip".into()),
+                ],
                 matched_filters: vec!["feedback=1".into()],
                 run_id: "night-2".into(),
                 extracted_ms: 0,
@@ -88,7 +109,8 @@ fn main() {
         let t = Instant::now();
         st.upsert_users(&rows).expect("users");
         upsert.push(t.elapsed().as_secs_f64());
-        st.finish_run("night-2", "succeeded", "{}", 0).expect("finish");
+        st.finish_run("night-2", "succeeded", "{}", 0)
+            .expect("finish");
         let t = Instant::now();
         assert_eq!(st.users().expect("read").len(), n);
         read_users.push(t.elapsed().as_secs_f64());
@@ -100,11 +122,33 @@ fn main() {
             .sum();
     }
     println!("state store, {n} users (median of 3):");
-    println!("  save    first run, {} commits of 5,000 watermarks   {:>8.2} s", n.div_ceil(5000), median(save));
-    println!("  load    all watermarks at run start              {:>8.2} s", median(load));
-    println!("  update  next night, every watermark +1 day       {:>8.2} s", median(update));
-    println!("  resume  committed units of a run                 {:>8.4} s", median(resume));
-    println!("  users   upsert all users                         {:>8.2} s", median(upsert));
-    println!("  users   read all users                           {:>8.2} s", median(read_users));
-    println!("  size    state directory after the run            {:>8.1} MB", size as f64 / 1e6);
+    println!(
+        "  save    first run, {} commits of 5,000 watermarks   {:>8.2} s",
+        n.div_ceil(5000),
+        median(save)
+    );
+    println!(
+        "  load    all watermarks at run start              {:>8.2} s",
+        median(load)
+    );
+    println!(
+        "  update  next night, every watermark +1 day       {:>8.2} s",
+        median(update)
+    );
+    println!(
+        "  resume  committed units of a run                 {:>8.4} s",
+        median(resume)
+    );
+    println!(
+        "  users   upsert all users                         {:>8.2} s",
+        median(upsert)
+    );
+    println!(
+        "  users   read all users                           {:>8.2} s",
+        median(read_users)
+    );
+    println!(
+        "  size    state directory after the run            {:>8.1} MB",
+        size as f64 / 1e6
+    );
 }
