@@ -8,7 +8,8 @@
 //! - update: the next night moves every watermark one day (same units);
 //! - users: upserting every user's row for the users table, then reading them back;
 //! - resume lookup: the run's committed units;
-//! and the database size.
+//!
+//! and the size of the state directory.
 
 use std::time::Instant;
 
