@@ -48,9 +48,9 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Default cells per checkpoint unit.
 pub const DEFAULT_CHECKPOINT_USERS: usize = 5000;
 /// Cells fetched ahead of the one being written, at most.
-pub const DEFAULT_LOOKAHEAD_CELLS: usize = 4096;
-/// Normalized batches buffered ahead of the sink before no new cell starts: 32 MiB.
-pub const DEFAULT_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
+pub const DEFAULT_LOOKAHEAD_CELLS: usize = 1024;
+/// Normalized batches buffered ahead of the sink before only the cell being written may fetch: 16 MiB.
+pub const DEFAULT_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
 /// The environment variable holding the API key.
 pub const API_KEY_ENV: &str = "ENGATI_API_KEY";
 

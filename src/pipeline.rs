@@ -5,9 +5,10 @@
 //! Arrow batches, and handed to the sink thread **in plan order**, so the output is the same
 //! on every run and a unit can be committed cell by cell as a prefix. To keep requests flowing
 //! while the cell being written waits (a slow page, a 429 with `Retry-After`), cells ahead of
-//! it are fetched and buffered: new cells start only while the buffered batches stay under
-//! `buffer_bytes` (and at most `lookahead` cells are ahead), and each cell buffers at most
-//! four pages, so memory stays bounded however many users or messages there are. At most
+//! it are fetched and buffered: a page request starts only while the buffered batches stay
+//! under `buffer_bytes` (the cell being written is never held back, so the gate cannot
+//! deadlock), at most `lookahead` cells are ahead, and each cell buffers at most four pages,
+//! so memory stays bounded however many users or messages there are. At most
 //! `concurrency` requests are in flight and at most `max_rps` are sent per second (the client
 //! enforces both). A unit is committed when its last cell is written.
 //!
@@ -23,11 +24,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::engati::client::{Client, ClientBuildError, ClientConfig};
+use crate::engati::client::{Client, ClientBuildError, ClientConfig, Page};
 use crate::engati::error::{ApiError, RequestError};
 use crate::engati::provider::Provider;
 use crate::engati::users::{self, AttributeFilter, UserSpec, UsersFileError};
-use crate::normalize::{PageCounts, PageNormalizer, Reject, Window};
+use crate::normalize::{PageNormalizer, Window};
 use crate::plan::{Plan, Unit};
 use crate::report::{
     CellCounts, MessageCounts, ReportOptions, RequestCounts, RunReport, RunStatus,
@@ -418,11 +419,11 @@ async fn run_inner(
                     .then(|| spec.namespace.clone()),
             };
             let st = state.take().expect("file outputs have a state store");
-            let (tx, h) = files::spawn(cfg, st, control.sink.clone(), 8);
+            let (tx, h) = files::spawn(cfg, st, control.sink.clone(), 2);
             (tx, SinkJoin::Files(h))
         }
         OutputSpec::Stdout => {
-            let (tx, h) = crate::sink::stdout::spawn(run_id.clone(), control.sink.clone(), 8);
+            let (tx, h) = crate::sink::stdout::spawn(run_id.clone(), control.sink.clone(), 2);
             (tx, SinkJoin::Stdout(h))
         }
     };
@@ -553,32 +554,81 @@ impl SinkJoin {
 
 /// What a cell task sends to the writer loop.
 enum CellEvent {
-    Page {
-        rows: Option<arrow_array::RecordBatch>,
-        rejects: Vec<Reject>,
-        counts: PageCounts,
-        /// Memory held by this page (counted in `Shared::buffered` until written).
-        bytes: u64,
-    },
+    /// A fetched page (its body counts in `Shared::buffered` until normalized).
+    Page(Page),
     Done,
     Failed(RequestError),
 }
 
 struct InFlight {
+    seq: u64,
     unit: usize,
     cell: u32,
     rx: mpsc::Receiver<CellEvent>,
     task: tokio::task::JoinHandle<()>,
-    /// A page of this cell went to the sink: it must be finished before a commit.
+    /// A page of this cell was written: it must be finished before a commit.
     started: bool,
 }
 
 struct Shared {
     client: Client,
-    cx: RowContext,
     page_size: u32,
-    /// Bytes of pages fetched but not yet handed to the sink.
+    /// Bytes of page bodies fetched but not yet normalized.
     buffered: AtomicU64,
+    /// Above this, only the cell being written may fetch.
+    budget: u64,
+    /// Sequence number of the cell being written.
+    head_seq: AtomicU64,
+    /// Woken when buffered bytes drop or the head changes.
+    room: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// Waits until cell `seq` may fetch a page: it is the cell being written, or the buffer
+    /// has room.
+    async fn wait_for_room(&self, seq: u64) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.head_seq.load(Ordering::Acquire) == seq
+                || self.buffered.load(Ordering::Acquire) < self.budget
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Rows accumulated across cells before they go to the sink as one batch: fewer, larger
+/// batches make Parquet encoding cheaper and the builders are allocated once per batch.
+struct Batcher {
+    builder: MessageBatchBuilder,
+    bytes: usize,
+}
+
+impl Batcher {
+    /// Rows per batch at most.
+    const ROWS: usize = 8192;
+    /// Page bytes per batch at most.
+    const BYTES: usize = 4 << 20;
+
+    fn new() -> Self {
+        Batcher {
+            builder: MessageBatchBuilder::with_capacity(Self::ROWS, Self::BYTES),
+            bytes: 0,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.builder.len() >= Self::ROWS || self.bytes >= Self::BYTES
+    }
+
+    fn take(&mut self) -> Option<arrow_array::RecordBatch> {
+        self.bytes = 0;
+        (!self.builder.is_empty()).then(|| self.builder.finish())
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -594,10 +644,13 @@ async fn walk_units(
 ) -> Result<(), RunError> {
     let shared = Arc::new(Shared {
         client: client.clone(),
-        cx: cx.clone(),
         page_size: spec.page_size,
         buffered: AtomicU64::new(0),
+        budget: spec.buffer_bytes.max(1),
+        head_seq: AtomicU64::new(u64::MAX),
+        room: tokio::sync::Notify::new(),
     });
+    let mut next_seq: u64 = 0;
     let users = plan.users.clone();
     // Units to do, with resume offsets; cells flattened in order.
     let mut units: Vec<Arc<UnitInfo>> = Vec::new();
@@ -630,27 +683,30 @@ async fn walk_units(
         .collect();
 
     let lookahead = spec.lookahead.max(1);
-    let budget = spec.buffer_bytes.max(1);
     let mut queue: VecDeque<InFlight> = VecDeque::new();
     let mut next_unit: usize = 0; // index into `units` of the next unit to dispatch from
     let mut next_cell: u32 = 0;
     let mut current_unit: Option<usize> = None; // unit open in the sink
     let mut current_done: u32 = 0;
     let mut exhausted = false;
+    let mut batcher = Batcher::new();
+    // The normalizer of the cell being written (it counts identical messages across pages).
+    let mut normalizer: Option<(u64, PageNormalizer<'_>)> = None;
 
     let send = |msg: SinkMsg| async move {
         tx.send(msg)
             .await
             .map_err(|_| RunError::Sink(SinkError::Crashed("the sink stopped".into())))
     };
+    let abort = |queue: &mut VecDeque<InFlight>| {
+        for f in queue.drain(..) {
+            f.task.abort();
+        }
+    };
 
     loop {
         // Dispatch more cells while there is room and no stop was asked.
-        while queue.len() < lookahead
-            && shared.buffered.load(Ordering::Relaxed) < budget
-            && !control.stopping()
-            && !exhausted
-        {
+        while queue.len() < lookahead && !control.stopping() && !exhausted {
             if next_unit >= units.len() {
                 match unit_iter.next() {
                     Some(Ok((skipped, info))) => {
@@ -672,14 +728,18 @@ async fn walk_units(
             let cell = &info.cells[next_cell as usize];
             let idx = user_index[cell.user.as_ref()];
             let (ctx, crx) = mpsc::channel(4);
+            let seq = next_seq;
+            next_seq += 1;
             let task = tokio::spawn(fetch_cell(
                 shared.clone(),
                 users.clone(),
                 idx,
                 cell.window,
+                seq,
                 ctx,
             ));
             queue.push_back(InFlight {
+                seq,
                 unit: next_unit,
                 cell: next_cell,
                 rx: crx,
@@ -693,16 +753,26 @@ async fn walk_units(
             }
         }
         let Some(head) = queue.front_mut() else { break };
+        if shared.head_seq.load(Ordering::Acquire) != head.seq {
+            shared.head_seq.store(head.seq, Ordering::Release);
+            shared.room.notify_waiters();
+        }
         if control.stopping() && !head.started && !head.task.is_finished() {
             // Stopping: what is not fetched in full and not begun is dropped (refetched on
             // resume); everything before it gets committed.
-            for f in queue.drain(..) {
-                f.task.abort();
-            }
+            abort(&mut queue);
             break;
         }
         if current_unit != Some(head.unit) {
             if let Some(u) = current_unit {
+                if let Some(rows) = batcher.take() {
+                    send(SinkMsg::Page {
+                        cell: 0,
+                        rows: Some(rows),
+                        rejects: Vec::new(),
+                    })
+                    .await?;
+                }
                 send(SinkMsg::EndUnit {
                     cells_done: current_done,
                 })
@@ -714,23 +784,44 @@ async fn walk_units(
             send(SinkMsg::BeginUnit(units[head.unit].clone())).await?;
         }
         match head.rx.recv().await {
-            Some(CellEvent::Page {
-                rows,
-                rejects,
-                counts,
-                bytes,
-            }) => {
-                partial.messages.outside_window += counts.out_of_window;
-                control.rows.fetch_add(counts.rows, Ordering::Relaxed);
+            Some(CellEvent::Page(page)) => {
                 head.started = true;
                 let cell = head.cell;
-                send(SinkMsg::Page {
-                    cell,
-                    rows,
-                    rejects,
-                })
-                .await?;
-                shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
+                if normalizer.as_ref().is_none_or(|(seq, _)| *seq != head.seq) {
+                    let c = &units[head.unit].cells[cell as usize];
+                    let u = &users[user_index[c.user.as_ref()]];
+                    normalizer = Some((
+                        head.seq,
+                        PageNormalizer::new(cx, &u.channel_user_id, u.channel.as_deref(), c.window),
+                    ));
+                }
+                let (_, norm) = normalizer.as_mut().expect("set above");
+                // The client checked the body is UTF-8 before returning it.
+                let body = std::str::from_utf8(&page.body).unwrap_or("");
+                let mut rejects = Vec::new();
+                let counts = norm.page(
+                    body,
+                    &page.spans,
+                    page.number,
+                    &mut batcher.builder,
+                    &mut rejects,
+                );
+                batcher.bytes += page.body.len();
+                shared
+                    .buffered
+                    .fetch_sub(page.body.len() as u64, Ordering::AcqRel);
+                shared.room.notify_waiters();
+                partial.messages.outside_window += counts.out_of_window;
+                control.rows.fetch_add(counts.rows, Ordering::Relaxed);
+                let rows = if batcher.full() { batcher.take() } else { None };
+                if rows.is_some() || !rejects.is_empty() {
+                    send(SinkMsg::Page {
+                        cell,
+                        rows,
+                        rejects,
+                    })
+                    .await?;
+                }
             }
             Some(CellEvent::Done) => {
                 queue.pop_front();
@@ -738,16 +829,12 @@ async fn walk_units(
                 control.cells_done.fetch_add(1, Ordering::Relaxed);
             }
             Some(CellEvent::Failed(e)) => {
-                for f in queue.drain(..) {
-                    f.task.abort();
-                }
+                abort(&mut queue);
                 send(SinkMsg::AbortUnit).await?;
                 return Err(e.into());
             }
             None => {
-                for f in queue.drain(..) {
-                    f.task.abort();
-                }
+                abort(&mut queue);
                 send(SinkMsg::AbortUnit).await?;
                 return Err(RunError::Sink(SinkError::Crashed(
                     "a fetch task ended without a result".into(),
@@ -756,6 +843,14 @@ async fn walk_units(
         }
     }
     if current_unit.is_some() {
+        if let Some(rows) = batcher.take() {
+            send(SinkMsg::Page {
+                cell: 0,
+                rows: Some(rows),
+                rejects: Vec::new(),
+            })
+            .await?;
+        }
         send(SinkMsg::EndUnit {
             cells_done: current_done,
         })
@@ -776,26 +871,26 @@ fn units_release(units: &mut [Arc<UnitInfo>], i: usize) {
     }
 }
 
-/// Fetches one cell: pages of `[window.start - 1 ms, window.end]` until a short page,
-/// normalized into batches filtered to `[window.start, window.end)`. Asking 1 ms wider on both
-/// sides returns every message of the window whether the API reads `start_date`/`end_date` as
-/// inclusive or exclusive (engati-api.md: undocumented); the filter makes each message belong
-/// to exactly one window.
+/// Fetches one cell: pages of `[window.start - 1 ms, window.end]` until a short page. Asking
+/// 1 ms wider on both sides returns every message of the window whether the API reads
+/// `start_date`/`end_date` as inclusive or exclusive (engati-api.md: undocumented); the
+/// normalizer then keeps `[window.start, window.end)`, so each message belongs to exactly one
+/// window.
 async fn fetch_cell(
     shared: Arc<Shared>,
     users: Arc<Vec<UserSpec>>,
     user: usize,
     window: Window,
+    seq: u64,
     tx: mpsc::Sender<CellEvent>,
 ) {
     let u = &users[user];
-    let mut normalizer =
-        PageNormalizer::new(&shared.cx, &u.channel_user_id, u.channel.as_deref(), window);
     let req_start = window.start_ms.saturating_sub(1).max(0);
     let req_end = window.end_ms;
     let mut page = 1u32;
     let mut previous_full_page: Option<u64> = None;
     loop {
+        shared.wait_for_room(seq).await;
         let result = shared
             .client
             .conversations_page(
@@ -841,27 +936,10 @@ async fn fetch_cell(
             }
             previous_full_page = Some(h);
         }
-        let body = std::str::from_utf8(&p.body).unwrap_or("");
-        let mut builder = MessageBatchBuilder::with_capacity(n, p.body.len());
-        let mut rejects = Vec::new();
-        let counts = normalizer.page(body, &p.spans, page, &mut builder, &mut rejects);
-        let rows = (!builder.is_empty()).then(|| builder.finish());
-        let bytes = rows
-            .as_ref()
-            .map_or(0, |b| b.get_array_memory_size() as u64)
-            + rejects.iter().map(|r| r.raw_json.len() as u64).sum::<u64>();
-        shared.buffered.fetch_add(bytes, Ordering::Relaxed);
-        if tx
-            .send(CellEvent::Page {
-                rows,
-                rejects,
-                counts,
-                bytes,
-            })
-            .await
-            .is_err()
-        {
-            shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
+        let bytes = p.body.len() as u64;
+        shared.buffered.fetch_add(bytes, Ordering::AcqRel);
+        if tx.send(CellEvent::Page(p)).await.is_err() {
+            shared.buffered.fetch_sub(bytes, Ordering::AcqRel);
             return;
         }
         if n < shared.page_size as usize {

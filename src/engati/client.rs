@@ -117,6 +117,9 @@ pub struct Client {
 struct Inner {
     http: reqwest::Client,
     base: Url,
+    /// `<base>bot-api/v1.0/customer/<cid>/bot/<bot>/channel-user/`, built once: a page URL is
+    /// this, the encoded user id and the query.
+    conversations_prefix: String,
     auth: HeaderValue,
     limiter: DefaultDirectRateLimiter,
     inflight: Semaphore,
@@ -169,6 +172,7 @@ impl Client {
             .map_err(|_| ClientBuildError::KeyNotHeaderSafe)?;
         auth.set_sensitive(true);
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(config.concurrency.max(1))
@@ -184,9 +188,16 @@ impl Client {
                 ),
             ),
         );
+        let conversations_prefix = format!(
+            "{}bot-api/v1.0/customer/{}/bot/{}/channel-user/",
+            base,
+            segment(&config.customer_id),
+            segment(&config.bot_key)
+        );
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                conversations_prefix,
                 base,
                 auth,
                 limiter,
@@ -263,12 +274,19 @@ impl Client {
         page_size: u32,
         what: impl FnOnce() -> String,
     ) -> Result<Page, RequestError> {
-        let mut url = self.url(&["channel-user", channel_user_id, "conversations"]);
-        url.query_pairs_mut()
-            .append_pair("start_date", &start_ms.to_string())
-            .append_pair("end_date", &end_ms.to_string())
-            .append_pair("page_number", &page_number.to_string())
-            .append_pair("page_size", &page_size.to_string());
+        let text = format!(
+            "{}{}/conversations?start_date={start_ms}&end_date={end_ms}&page_number={page_number}&page_size={page_size}",
+            self.inner.conversations_prefix,
+            segment(channel_user_id)
+        );
+        let url = Url::parse(&text).map_err(|e| RequestError {
+            what: what_or(channel_user_id),
+            attempts: 0,
+            source: ApiError::Transport {
+                kind: "bad URL",
+                message: e.to_string(),
+            },
+        })?;
         let keys = &self.inner.config.conversations_keys;
         self.with_retry_lazy(what, || async {
             let body = self.attempt(&url).await?;
@@ -386,6 +404,22 @@ impl Client {
             source,
         })
     }
+}
+
+/// Characters kept as-is in a path segment (RFC 3986 unreserved); everything else is
+/// percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn segment(s: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(s, SEGMENT)
+}
+
+fn what_or(user: &str) -> String {
+    format!("Conversations API, user {user}")
 }
 
 /// The wait before the next attempt: full jitter (uniform in `[0, backoff]`, AWS's "full

@@ -30,6 +30,10 @@ use crate::schema::{self, UsersBatchBuilder, messages_schema, users_schema};
 use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore, StoredUser, WatermarkMove};
 use crate::time::{DAY_MS, date_string, day_of};
 
+/// Row groups being built across a unit's date partitions, in bytes, at most (beyond it the
+/// largest is ended early).
+pub const MAX_BUFFERED_ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
+
 /// File sink settings.
 #[derive(Debug, Clone)]
 pub struct FileSinkConfig {
@@ -260,6 +264,30 @@ impl FileSink {
             let dir = part.dir.clone();
             let rec = Self::close_part(&self.run8, &out_dir, &unit.info, day, &dir, seq, ext, w)?;
             unit.staged.push(rec);
+        }
+        // Windows longer than a day spread rows over several date partitions, each building
+        // a row group: keep their sum bounded by ending the largest one early.
+        if unit.parts.len() > 1 {
+            loop {
+                let (total, largest) = unit.parts.values_mut().fold(
+                    (0usize, None::<&mut PartWriter>),
+                    |(t, big), p| {
+                        let Some(w) = p.writer.as_mut() else {
+                            return (t, big);
+                        };
+                        let b = w.buffered_bytes();
+                        let bigger = match &big {
+                            Some(x) => b > x.buffered_bytes(),
+                            None => b > 0,
+                        };
+                        (t + b, if bigger { Some(w) } else { big })
+                    },
+                );
+                match largest {
+                    Some(w) if total > MAX_BUFFERED_ROW_GROUP_BYTES => w.flush_row_group()?,
+                    _ => break,
+                }
+            }
         }
         Ok(())
     }

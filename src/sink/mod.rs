@@ -114,13 +114,14 @@ pub struct UnitInfo {
 pub enum SinkMsg {
     /// A unit starts.
     BeginUnit(Arc<UnitInfo>),
-    /// Rows and rejects of one page of cell `cell` (index into `UnitInfo::cells`).
+    /// Normalized rows of the unit (possibly of several cells), and rejected messages of
+    /// cell `cell` (index into `UnitInfo::cells`).
     Page {
-        /// Cell index in the unit.
+        /// Cell of the rejects.
         cell: u32,
-        /// Normalized rows (`messages` schema).
+        /// Normalized rows (`messages` schema), in plan order.
         rows: Option<RecordBatch>,
-        /// Rejected messages.
+        /// Rejected messages of `cell`.
         rejects: Vec<Reject>,
     },
     /// Commit the first `cells_done` cells of the unit (all of it, or fewer when stopping).

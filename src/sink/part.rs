@@ -12,8 +12,10 @@ use flate2::write::GzEncoder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use super::SinkError;
+use crate::schema;
 
 /// Output file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -53,13 +55,27 @@ impl Encoding {
     ) -> Result<Self, String> {
         let zstd = ZstdLevel::try_new(zstd_level)
             .map_err(|e| format!("zstd_level {zstd_level} is out of range (1..=22): {e}"))?;
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(zstd))
             .set_max_row_group_row_count(None)
             .set_max_row_group_bytes(Some(row_group_bytes.max(1)))
             .set_statistics_enabled(EnabledStatistics::Page)
-            .set_created_by(concat!("engati-etl ", env!("CARGO_PKG_VERSION")).to_owned())
-            .build();
+            .set_created_by(concat!("engati-etl ", env!("CARGO_PKG_VERSION")).to_owned());
+        // Unique-per-row text: a dictionary never pays off (the writer would build one per
+        // column chunk, then fall back to plain), and min/max statistics of long texts are
+        // useless for pruning. Low-cardinality columns keep dictionaries and statistics.
+        for col in [
+            schema::MESSAGE_ID,
+            schema::CONTENT,
+            schema::TEXT,
+            schema::RAW_JSON,
+        ] {
+            let path = ColumnPath::from(col);
+            props = props
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_statistics_enabled(path, EnabledStatistics::None);
+        }
+        let props = props.build();
         Ok(Encoding {
             format,
             gzip,
@@ -178,7 +194,7 @@ impl PartWriter {
             source,
         })?;
         let out = Counting {
-            inner: BufWriter::with_capacity(1 << 20, file),
+            inner: BufWriter::with_capacity(64 * 1024, file),
             count: 0,
         };
         let json_schema = (enc.format == Format::Jsonl).then(|| json_schema(&schema));
@@ -232,6 +248,26 @@ impl PartWriter {
             Kind::Jsonl(w) => w.get_ref().count,
             Kind::JsonlGz(w) => w.get_ref().get_ref().count,
         }
+    }
+
+    /// Bytes held in memory for the row group being built (Parquet; 0 for JSONL, which
+    /// streams).
+    pub fn buffered_bytes(&self) -> usize {
+        match &self.kind {
+            Kind::Parquet(w) => w.in_progress_size(),
+            _ => 0,
+        }
+    }
+
+    /// Ends the row group being built now (Parquet), releasing its memory.
+    ///
+    /// # Errors
+    /// [`SinkError`] for encoding or I/O failures.
+    pub fn flush_row_group(&mut self) -> Result<(), SinkError> {
+        if let Kind::Parquet(w) = &mut self.kind {
+            w.flush().map_err(|e| SinkError::parquet(&self.path, e))?;
+        }
+        Ok(())
     }
 
     /// Rows written.
