@@ -219,6 +219,27 @@ pub struct SinkArgs {
     /// Testing only: abort after the N-th journaled commit, before its renames.
     #[arg(long, value_name = "N", hide = true)]
     pub crash_after_journal: Option<u64>,
+    /// With --format crm: hubspot or bottlecrm.
+    #[arg(long, value_name = "CRM")]
+    pub crm: Option<String>,
+    /// CRM base URL (HubSpot default https://api.hubapi.com; required for BottleCRM).
+    #[arg(long, value_name = "URL")]
+    pub crm_base_url: Option<String>,
+    /// Read the CRM token from this file (else HUBSPOT_ACCESS_TOKEN / BOTTLECRM_TOKEN).
+    #[arg(long, value_name = "PATH")]
+    pub crm_token_file: Option<PathBuf>,
+    /// Inactivity that starts a new conversation session [default: 30m].
+    #[arg(long, value_name = "DURATION")]
+    pub session_gap: Option<String>,
+    /// create (default) or skip users whose contact is not in the CRM.
+    #[arg(long, value_name = "POLICY")]
+    pub contact_policy: Option<String>,
+    /// Print the planned CRM operations as JSONL on stdout; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Testing only: abort after the N-th CRM write batch, before the ledger records it.
+    #[arg(long, value_name = "N", hide = true)]
+    pub crash_after_crm_writes: Option<u64>,
 }
 
 /// `export` flags.
@@ -404,6 +425,13 @@ pub fn overrides(
         o.row_group_bytes = k.row_group_bytes;
         o.zstd_level = k.zstd_level;
         o.crash_after_journal = k.crash_after_journal;
+        o.crm.clone_from(&k.crm);
+        o.crm_base_url.clone_from(&k.crm_base_url);
+        o.crm_token_file.clone_from(&k.crm_token_file);
+        o.session_gap.clone_from(&k.session_gap);
+        o.contact_policy.clone_from(&k.contact_policy);
+        o.dry_run = k.dry_run.then_some(true);
+        o.crash_after_crm_writes = k.crash_after_crm_writes;
     }
     o
 }

@@ -161,6 +161,22 @@ pub struct SinkSection {
     pub zstd_level: Option<i32>,
     /// Cells (users) per window committed together: the unit of resume. Default 5000.
     pub checkpoint_users: Option<usize>,
+    /// CRM sinks (`format = "crm"`): `hubspot` or `bottlecrm`.
+    pub crm: Option<String>,
+    /// CRM base URL. HubSpot default `https://api.hubapi.com`; required for BottleCRM.
+    pub crm_base_url: Option<String>,
+    /// File holding the CRM token (else `HUBSPOT_ACCESS_TOKEN` / `BOTTLECRM_TOKEN`).
+    pub crm_token_file: Option<PathBuf>,
+    /// A new conversation session starts after this much inactivity. Default `30m`.
+    pub session_gap: Option<String>,
+    /// `create` (default): create missing contacts; `skip`: leave those users out.
+    pub contact_policy: Option<String>,
+    /// CRM requests per rolling 10 seconds at most. Default 100 (HubSpot's lowest tier).
+    pub crm_requests_per_10s: Option<u32>,
+    /// HubSpot `hs_communication_channel_type` for users not on WhatsApp. Default `SMS`.
+    pub hubspot_other_channel_type: Option<String>,
+    /// Print the planned CRM operations as JSONL; send nothing. Default false.
+    pub dry_run: Option<bool>,
 }
 
 /// `[sandbox]`: start the embedded Engati-compatible sandbox and export from it.
@@ -194,6 +210,9 @@ pub struct SandboxSection {
     pub end_inclusive: Option<bool>,
     /// Read `start_date` as exclusive. Default false.
     pub start_exclusive: Option<bool>,
+    /// Also start the HubSpot emulator and send the transcripts there (`format = "crm"`,
+    /// `crm = "hubspot"`). Default false.
+    pub hubspot: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -251,6 +270,20 @@ pub struct Overrides {
     pub zstd_level: Option<i32>,
     /// Hidden `--crash-after-journal` (crash tests).
     pub crash_after_journal: Option<u64>,
+    /// `--crm`.
+    pub crm: Option<String>,
+    /// `--crm-base-url`.
+    pub crm_base_url: Option<String>,
+    /// `--crm-token-file`.
+    pub crm_token_file: Option<PathBuf>,
+    /// `--session-gap`.
+    pub session_gap: Option<String>,
+    /// `--contact-policy`.
+    pub contact_policy: Option<String>,
+    /// `--dry-run`.
+    pub dry_run: Option<bool>,
+    /// Hidden `--crash-after-crm-writes` (crash tests).
+    pub crash_after_crm_writes: Option<u64>,
 }
 
 /// Errors found in configuration (exit 2). Lists every problem found.
@@ -342,6 +375,12 @@ impl PipelineFile {
         over!(k.target_file_bytes, o.target_file_bytes);
         over!(k.row_group_bytes, o.row_group_bytes);
         over!(k.zstd_level, o.zstd_level);
+        over!(k.crm, o.crm);
+        over!(k.crm_base_url, o.crm_base_url);
+        over!(k.crm_token_file, o.crm_token_file);
+        over!(k.session_gap, o.session_gap);
+        over!(k.contact_policy, o.contact_policy);
+        over!(k.dry_run, o.dry_run);
         self
     }
 }
@@ -404,6 +443,10 @@ pub struct Settings {
     pub namespace: String,
     /// Crash tests: abort after this many journaled commits.
     pub crash_after_journal: Option<u64>,
+    /// The CRM token, once read ([`Settings::read_crm_token`]).
+    pub crm_token: Option<Secret>,
+    /// Crash tests: abort after this many CRM write batches.
+    pub crash_after_crm_writes: Option<u64>,
 }
 
 /// Output target.
@@ -418,6 +461,57 @@ pub enum OutTarget {
     },
     /// Standard output.
     Stdout,
+    /// A CRM.
+    Crm {
+        /// Dead letters and the run report.
+        out: PathBuf,
+        /// State (ledger).
+        state_dir: PathBuf,
+        /// Settings.
+        crm: CrmSettings,
+    },
+}
+
+/// Validated CRM settings (the token is read by [`Settings::read_crm_token`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmSettings {
+    /// Which CRM.
+    pub kind: crate::sink::crm::CrmKind,
+    /// Base URL.
+    pub base_url: String,
+    /// Token file, if any.
+    pub token_file: Option<PathBuf>,
+    /// Session gap, ms.
+    pub session_gap_ms: i64,
+    /// Create missing contacts.
+    pub create_contacts: bool,
+    /// Requests per 10 s.
+    pub rate_per_10s: u32,
+    /// HubSpot channel type for others.
+    pub other_channel_type: String,
+    /// Plan only.
+    pub dry_run: bool,
+}
+
+/// Default CRM state directory: `$XDG_DATA_HOME/engati-etl/crm/<crm>-<customer>-<bot>`
+/// (else `~/.local/share/...`, else `./engati-etl-state/...`).
+pub fn default_crm_state_dir(
+    crm: &str,
+    customer_id: &str,
+    bot_key: &str,
+    xdg: Option<String>,
+    home: Option<String>,
+) -> PathBuf {
+    let base = match (
+        xdg.filter(|x| !x.is_empty()),
+        home.filter(|h| !h.is_empty()),
+    ) {
+        (Some(x), _) => PathBuf::from(x).join("engati-etl"),
+        (None, Some(h)) => PathBuf::from(h).join(".local/share/engati-etl"),
+        (None, None) => PathBuf::from("engati-etl-state"),
+    };
+    base.join("crm")
+        .join(format!("{crm}-{customer_id}-{bot_key}"))
 }
 
 impl Settings {
@@ -636,21 +730,120 @@ impl Settings {
         };
 
         let k = &file.sink;
+        let is_crm = k.format.as_deref() == Some("crm");
         let format = match k.format.as_deref() {
             Some("parquet") => Some(Format::Parquet),
             Some("jsonl") => Some(Format::Jsonl),
+            Some("crm") => None,
             Some(f) => {
-                p.push(format!("format (--format) `{f}` must be parquet or jsonl"));
+                p.push(format!(
+                    "format (--format) `{f}` must be parquet, jsonl or crm"
+                ));
                 None
             }
             None if command == Command::Export => {
-                p.push("format (--format) is required: parquet or jsonl".into());
+                p.push("format (--format) is required: parquet, jsonl or crm".into());
                 None
             }
             None => Some(Format::Parquet),
         };
-        let out = match k.out.as_deref() {
-            Some(o) if o == Path::new("-") => {
+        let crm = if is_crm {
+            use crate::sink::crm::CrmKind;
+            let kind = match k.crm.as_deref() {
+                Some("hubspot") => Some(CrmKind::HubSpot),
+                Some("bottlecrm") => Some(CrmKind::BottleCrm),
+                Some(c) => {
+                    p.push(format!("crm (--crm) `{c}` must be hubspot or bottlecrm"));
+                    None
+                }
+                None => {
+                    p.push("crm (--crm) is required with format crm: hubspot or bottlecrm".into());
+                    None
+                }
+            };
+            let base_url = match (kind, k.crm_base_url.as_deref()) {
+                (_, Some(u)) => match reqwest::Url::parse(u) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => u.to_owned(),
+                    _ => {
+                        p.push(format!(
+                            "crm_base_url (--crm-base-url) `{u}` is not an http(s) URL"
+                        ));
+                        String::new()
+                    }
+                },
+                (Some(CrmKind::HubSpot), None) => "https://api.hubapi.com".to_owned(),
+                (Some(CrmKind::BottleCrm), None) if sandbox => String::new(),
+                (Some(CrmKind::BottleCrm), None) => {
+                    p.push("crm_base_url (--crm-base-url) is required for BottleCRM: the URL of your server, e.g. http://127.0.0.1:8800".into());
+                    String::new()
+                }
+                (None, None) => String::new(),
+            };
+            let session_gap_ms = dur(
+                &mut p,
+                "session_gap (--session-gap)",
+                k.session_gap.as_deref(),
+                "30m",
+            );
+            let create_contacts = match k.contact_policy.as_deref() {
+                None | Some("create") => true,
+                Some("skip") => false,
+                Some(v) => {
+                    p.push(format!(
+                        "contact_policy (--contact-policy) `{v}` must be create or skip"
+                    ));
+                    true
+                }
+            };
+            let rate_per_10s = k.crm_requests_per_10s.unwrap_or(100);
+            if rate_per_10s < 2 {
+                p.push("crm_requests_per_10s must be at least 2".into());
+            }
+            let other = k
+                .hubspot_other_channel_type
+                .clone()
+                .unwrap_or_else(|| "SMS".into());
+            if !matches!(other.as_str(), "SMS" | "WHATS_APP" | "LINKEDIN_MESSAGE") {
+                p.push(format!("hubspot_other_channel_type `{other}` must be SMS, WHATS_APP or LINKEDIN_MESSAGE"));
+            }
+            kind.map(|kind| CrmSettings {
+                kind,
+                base_url,
+                token_file: k.crm_token_file.clone(),
+                session_gap_ms,
+                create_contacts,
+                rate_per_10s,
+                other_channel_type: other,
+                dry_run: k.dry_run.unwrap_or(false),
+            })
+        } else {
+            if k.crm.is_some() || k.crm_base_url.is_some() || k.dry_run == Some(true) {
+                p.push("crm, crm_base_url and dry_run (--crm, --crm-base-url, --dry-run) need format crm (--format crm)".into());
+            }
+            None
+        };
+        let out = match (k.out.as_deref(), &crm) {
+            (_, Some(c)) => {
+                let state_dir = k.state_dir.clone().unwrap_or_else(|| {
+                    default_crm_state_dir(
+                        c.kind.as_str(),
+                        s.customer_id.as_deref().unwrap_or("customer"),
+                        s.bot_key.as_deref().unwrap_or("bot"),
+                        std::env::var("XDG_DATA_HOME").ok(),
+                        std::env::var("HOME").ok(),
+                    )
+                });
+                let out = match k.out.as_deref() {
+                    Some(o) if o != Path::new("-") => o.to_owned(),
+                    _ => state_dir.clone(),
+                };
+                Some(OutTarget::Crm {
+                    out,
+                    state_dir,
+                    crm: c.clone(),
+                })
+            }
+            (Some(o), None) if o == Path::new("-") => {
                 if format == Some(Format::Parquet) {
                     p.push(
                         "--out - (stdout) needs --format jsonl; Parquet needs a directory".into(),
@@ -663,11 +856,12 @@ impl Settings {
                 }
                 Some(OutTarget::Stdout)
             }
-            Some(o) => Some(OutTarget::Dir {
+            (Some(o), None) => Some(OutTarget::Dir {
                 out: o.to_owned(),
                 state_dir: k.state_dir.clone().unwrap_or_else(|| o.join("_state")),
             }),
-            None => {
+            (None, None) if is_crm => None,
+            (None, None) => {
                 p.push(
                     "out (--out) is required: an output directory, or - for JSONL on stdout".into(),
                 );
@@ -751,6 +945,8 @@ impl Settings {
             checkpoint_users,
             namespace,
             crash_after_journal: None,
+            crm_token: None,
+            crash_after_crm_writes: None,
         })
     }
 
@@ -775,12 +971,43 @@ impl Settings {
         }
     }
 
+    /// Reads the CRM token: `crm_token_file` if set, else the CRM's environment variable
+    /// (`env_value`). A dry run needs none.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the file or variable.
+    pub fn read_crm_token(
+        &self,
+        env_value: impl FnOnce(&str) -> Option<String>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        let OutTarget::Crm { crm, .. } = &self.out else {
+            return Ok(None);
+        };
+        if let Some(f) = &crm.token_file {
+            return Secret::from_file(f).map(Some).map_err(|e| {
+                ConfigError::Invalid(vec![format!(
+                    "crm_token_file (--crm-token-file) {}: {e}",
+                    f.display()
+                )])
+            });
+        }
+        let var = crm.kind.token_env();
+        match env_value(var).map(Secret::new) {
+            Some(t) if !t.is_empty() => Ok(Some(t)),
+            _ if crm.dry_run => Ok(None),
+            _ => Err(ConfigError::Invalid(vec![format!(
+                "no {} token: set {var} or pass --crm-token-file PATH (never a flag value or a pipeline value)",
+                crm.kind.as_str()
+            )])),
+        }
+    }
+
     /// Checks the output directory can be created and written (before any request).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the directory.
     pub fn check_output(&self) -> Result<(), ConfigError> {
-        let OutTarget::Dir { out, .. } = &self.out else {
+        let (OutTarget::Dir { out, .. } | OutTarget::Crm { out, .. }) = &self.out else {
             return Ok(());
         };
         let bad = |e: std::io::Error| {
@@ -822,6 +1049,26 @@ impl Settings {
                 crash_after_journal: self.crash_after_journal,
             },
             OutTarget::Stdout => OutputSpec::Stdout,
+            OutTarget::Crm {
+                out,
+                state_dir,
+                crm,
+            } => OutputSpec::Crm {
+                out_dir: out.clone(),
+                state_dir: state_dir.clone(),
+                crm: crate::pipeline::CrmOutput {
+                    kind: crm.kind,
+                    base_url: crm.base_url.clone(),
+                    token: self.crm_token.clone().unwrap_or_else(|| Secret::new("")),
+                    session_gap_ms: crm.session_gap_ms,
+                    create_contacts: crm.create_contacts,
+                    rate_per_10s: crm.rate_per_10s,
+                    other_channel_type: crm.other_channel_type.clone(),
+                    dry_run: crm.dry_run,
+                    crash_after_writes: self.crash_after_crm_writes,
+                },
+                crash_after_journal: self.crash_after_journal,
+            },
         };
         RunSpec {
             provider: self.provider,
@@ -879,13 +1126,18 @@ impl Settings {
             format: match &self.out {
                 OutTarget::Stdout => "jsonl".into(),
                 OutTarget::Dir { .. } => self.encoding.extension().into(),
+                OutTarget::Crm { crm, .. } => format!("crm:{}", crm.kind.as_str()),
             },
             out: match &self.out {
-                OutTarget::Dir { out, .. } => out.display().to_string(),
+                OutTarget::Dir { out, .. } | OutTarget::Crm { out, .. } => {
+                    out.display().to_string()
+                }
                 OutTarget::Stdout => "-".into(),
             },
             state_dir: match &self.out {
-                OutTarget::Dir { state_dir, .. } => Some(state_dir.display().to_string()),
+                OutTarget::Dir { state_dir, .. } | OutTarget::Crm { state_dir, .. } => {
+                    Some(state_dir.display().to_string())
+                }
                 OutTarget::Stdout => None,
             },
         }

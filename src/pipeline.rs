@@ -88,6 +88,61 @@ pub enum OutputSpec {
     },
     /// JSONL on stdout.
     Stdout,
+    /// A CRM (HubSpot or BottleCRM), with its ledger in the state store.
+    Crm {
+        /// Dead letters and the run report go here.
+        out_dir: PathBuf,
+        /// State directory (ledger, runs).
+        state_dir: PathBuf,
+        /// The CRM settings.
+        crm: CrmOutput,
+        /// Crash tests: abort after this many journaled commits.
+        crash_after_journal: Option<u64>,
+    },
+}
+
+impl OutputSpec {
+    /// (output dir, state dir, crash point) of the outputs that keep state.
+    fn dirs(&self) -> Option<(&PathBuf, &PathBuf, Option<u64>)> {
+        match self {
+            OutputSpec::Files {
+                out_dir,
+                state_dir,
+                crash_after_journal,
+                ..
+            }
+            | OutputSpec::Crm {
+                out_dir,
+                state_dir,
+                crash_after_journal,
+                ..
+            } => Some((out_dir, state_dir, *crash_after_journal)),
+            OutputSpec::Stdout => None,
+        }
+    }
+}
+
+/// The CRM part of a run (validated by `config`).
+#[derive(Debug, Clone)]
+pub struct CrmOutput {
+    /// HubSpot or BottleCRM.
+    pub kind: crate::sink::crm::CrmKind,
+    /// Base URL.
+    pub base_url: String,
+    /// Token (empty for a dry run without one).
+    pub token: crate::secret::Secret,
+    /// Inactivity gap that starts a new session, ms.
+    pub session_gap_ms: i64,
+    /// Create missing contacts.
+    pub create_contacts: bool,
+    /// Requests per rolling 10 s.
+    pub rate_per_10s: u32,
+    /// HubSpot channel type for non-WhatsApp users.
+    pub other_channel_type: String,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Crash tests: abort after this many CRM write batches.
+    pub crash_after_writes: Option<u64>,
 }
 
 /// A validated, ready-to-run export (built by `config`).
@@ -180,6 +235,8 @@ impl RunError {
             },
             RunError::State(_) => 6,
             RunError::Sink(SinkError::OutputClosed) => 0,
+            RunError::Sink(SinkError::Crm(crate::sink::crm::http::CrmError::Auth { .. })) => 3,
+            RunError::Sink(SinkError::Crm(_)) => 5,
             RunError::Sink(_) => 6,
         }
     }
@@ -266,10 +323,8 @@ async fn run_inner(
     let client = Client::new(spec.client.clone()).map_err(|e| fail(e.into()))?;
 
     // State first: recover an interrupted commit before anything reads the output.
-    let mut state = match &spec.output {
-        OutputSpec::Files {
-            out_dir, state_dir, ..
-        } => {
+    let mut state = match spec.output.dirs() {
+        Some((out_dir, state_dir, crash)) => {
             std::fs::create_dir_all(out_dir).map_err(|e| {
                 fail(RunError::Config(format!(
                     "out: cannot create output directory {}: {e}",
@@ -277,12 +332,8 @@ async fn run_inner(
                 )))
             })?;
             let mut st = StateStore::open(state_dir).map_err(|e| fail(e.into()))?;
-            if let OutputSpec::Files {
-                crash_after_journal: Some(n),
-                ..
-            } = &spec.output
-            {
-                st.crash_after_journal(*n);
+            if let Some(n) = crash {
+                st.crash_after_journal(n);
             }
             let (finished, strays) = st.recover(out_dir).map_err(|e| fail(e.into()))?;
             if finished + strays > 0 {
@@ -294,7 +345,7 @@ async fn run_inner(
             }
             Some(st)
         }
-        OutputSpec::Stdout => None,
+        None => None,
     };
 
     let users: Vec<UserSpec> = match &spec.users {
@@ -307,6 +358,7 @@ async fn run_inner(
     let format_name = match &spec.output {
         OutputSpec::Files { encoding, .. } => encoding.extension(),
         OutputSpec::Stdout => "jsonl",
+        OutputSpec::Crm { crm, .. } => crm.kind.as_str(),
     };
     let params = ParamsForResume {
         namespace: &spec.namespace,
@@ -426,6 +478,30 @@ async fn run_inner(
             let (tx, h) = crate::sink::stdout::spawn(run_id.clone(), control.sink.clone(), 2);
             (tx, SinkJoin::Stdout(h))
         }
+        OutputSpec::Crm { out_dir, crm, .. } => {
+            let cfg = crate::sink::crm::CrmSinkConfig {
+                kind: crm.kind,
+                base_url: crm.base_url.clone(),
+                token: crm.token.clone(),
+                session_gap_ms: crm.session_gap_ms,
+                create_contacts: crm.create_contacts,
+                dry_run: crm.dry_run,
+                rate_per_10s: crm.rate_per_10s,
+                other_channel_type: crm.other_channel_type.clone(),
+                out_dir: out_dir.clone(),
+                run_id: run_id.clone(),
+                bot_key: spec.client.bot_key.clone(),
+                watermark_namespace: matches!(spec.mode, Mode::Incremental { .. })
+                    .then(|| spec.namespace.clone()),
+                users: users.clone(),
+                timeout: spec.client.timeout,
+                max_retries: spec.client.max_retries,
+                crash_after_writes: crm.crash_after_writes,
+            };
+            let st = state.take().expect("CRM outputs have a state store");
+            let (tx, h) = crate::sink::crm::spawn(cfg, st, control.sink.clone(), 2);
+            (tx, SinkJoin::Files(h))
+        }
     };
 
     let mut partial = Partial {
@@ -507,7 +583,7 @@ async fn run_inner(
         messages: partial.messages.clone(),
         sink: sink_report,
     };
-    if let (Some(st), OutputSpec::Files { out_dir, .. }) = (state.as_mut(), &spec.output) {
+    if let (Some(st), Some((out_dir, _, _))) = (state.as_mut(), spec.output.dirs()) {
         let json = serde_json::to_string(&report).unwrap_or_default();
         let history_status = match (status, &error) {
             (RunStatus::Failed, _) => "failed",

@@ -227,6 +227,25 @@ impl RunReport {
             self.sink.files_replaced,
             self.sink.rows_replaced
         );
+        if let Some(c) = &self.sink.crm {
+            let _ = writeln!(
+                s,
+                "  crm        {}{}: {} contacts matched, {} created, {} skipped; activities {} created, {} updated, {} unchanged; {} rejected",
+                c.crm,
+                if c.dry_run {
+                    " (dry run: nothing sent)"
+                } else {
+                    ""
+                },
+                c.contacts_matched,
+                c.contacts_created,
+                c.contacts_skipped,
+                c.activities_created,
+                c.activities_updated,
+                c.activities_unchanged,
+                c.rejects
+            );
+        }
         let _ = write!(s, "  output     {} ({})", o.out, o.format);
         if o.out != "-" {
             let _ = write!(

@@ -126,6 +126,31 @@ CREATE TABLE IF NOT EXISTS watermarks(
   run_id TEXT,
   end_before_run INTEGER,
   PRIMARY KEY(namespace, user)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS crm_contacts(
+  crm TEXT NOT NULL,
+  contact_key TEXT NOT NULL,
+  crm_id TEXT NOT NULL,
+  user TEXT NOT NULL,
+  PRIMARY KEY(crm, contact_key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS crm_sessions(
+  crm TEXT NOT NULL,
+  session_key TEXT NOT NULL,
+  user TEXT NOT NULL,
+  start_ms INTEGER NOT NULL,
+  end_ms INTEGER NOT NULL,
+  messages INTEGER NOT NULL,
+  body_hash TEXT NOT NULL,
+  crm_ids TEXT NOT NULL,
+  status TEXT NOT NULL,
+  PRIMARY KEY(crm, session_key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS crm_sessions_by_user ON crm_sessions(crm, user, start_ms);
+CREATE TABLE IF NOT EXISTS crm_lines(
+  crm TEXT NOT NULL,
+  session_key TEXT NOT NULL,
+  message_id TEXT NOT NULL,
+  sent_at_ms INTEGER NOT NULL,
+  line TEXT NOT NULL,
+  PRIMARY KEY(crm, session_key, message_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users(
   user TEXT PRIMARY KEY,
   channel TEXT,
@@ -334,6 +359,12 @@ impl StateStore {
     /// commit's transaction, before its files are renamed (recovery must finish it).
     pub fn crash_after_journal(&mut self, n: u64) {
         self.crash_after_journal = Some(n);
+    }
+
+    /// The SQLite connection, for modules that keep their own tables in the store (the CRM
+    /// ledger). Every table is created by [`StateStore::open`].
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     /// The database file.

@@ -8,11 +8,13 @@
 //! - `commands`: demo pipeline, users, validate, sandbox.
 //! - `incremental`: nightly runs, backfills, state commands, live arrivals.
 //! - `crash`: SIGKILL at random points and between journal and rename.
+//! - `crm`: HubSpot emulator timelines, growth, 207/429, budget, crashes, dry run, BottleCRM.
 
 mod util;
 
 mod commands;
 mod crash;
+mod crm;
 mod dead_letter;
 mod errors;
 mod export;

@@ -12,7 +12,13 @@ use crate::progress::Progress;
 pub async fn export(a: ExportArgs, quiet: bool) -> i32 {
     let o = overrides(&a.source, Some(&a.range), Some(&a.sink));
     let file = PipelineFile::default().merge(&o);
-    execute(file, Command::Export, quiet, o.crash_after_journal).await
+    execute(
+        file,
+        Command::Export,
+        quiet,
+        (o.crash_after_journal, o.crash_after_crm_writes),
+    )
+    .await
 }
 
 /// `engati-etl run PIPELINE.toml ...`.
@@ -25,7 +31,13 @@ pub async fn run(a: RunArgs, quiet: bool) -> i32 {
         }
     };
     let o = overrides(&a.source, Some(&a.range), Some(&a.sink));
-    execute(file.merge(&o), Command::Run, quiet, o.crash_after_journal).await
+    execute(
+        file.merge(&o),
+        Command::Run,
+        quiet,
+        (o.crash_after_journal, o.crash_after_crm_writes),
+    )
+    .await
 }
 
 /// `engati-etl backfill PIPELINE.toml --from DATE --to DATE ...`: the pipeline's source and
@@ -46,14 +58,20 @@ pub async fn backfill(a: BackfillArgs, quiet: bool) -> i32 {
     if a.window.is_some() {
         file.range.window.clone_from(&a.window);
     }
-    execute(file, Command::Backfill, quiet, o.crash_after_journal).await
+    execute(
+        file,
+        Command::Backfill,
+        quiet,
+        (o.crash_after_journal, o.crash_after_crm_writes),
+    )
+    .await
 }
 
 async fn execute(
     file: PipelineFile,
     command: Command,
     quiet: bool,
-    crash_after_journal: Option<u64>,
+    crash: (Option<u64>, Option<u64>),
 ) -> i32 {
     let mut prepared = match prepare(file, command).await {
         Ok(p) => p,
@@ -62,7 +80,10 @@ async fn execute(
             return 2;
         }
     };
-    prepared.settings.crash_after_journal = crash_after_journal;
+    (
+        prepared.settings.crash_after_journal,
+        prepared.settings.crash_after_crm_writes,
+    ) = crash;
     let spec = prepared.settings.into_spec(prepared.key);
     let control = Arc::new(RunControl::default());
     install_signals(control.clone());

@@ -41,6 +41,8 @@ pub struct Prepared {
     pub key: Secret,
     /// The embedded sandbox, kept alive for the run.
     pub sandbox: Option<SandboxHandle>,
+    /// The embedded HubSpot emulator, kept alive for the run.
+    pub hubspot: Option<crate::sandbox::hubspot::HubSpotHandle>,
 }
 
 /// Sandbox settings from a pipeline's `[sandbox]` section.
@@ -95,8 +97,35 @@ pub async fn prepare(mut file: PipelineFile, command: Command) -> Result<Prepare
         file.source.bot_key = Some(ids.bot_key);
         file.source.api_key_file = None;
     }
+    let hubspot_emulator = file
+        .sandbox
+        .as_ref()
+        .is_some_and(|s| s.enabled && s.hubspot == Some(true));
+    if hubspot_emulator {
+        file.sink.format = Some("crm".into());
+        file.sink.crm = Some("hubspot".into());
+        file.sink.crm_base_url = Some("http://127.0.0.1/".into());
+        file.sink.crm_token_file = None;
+    }
     let mut settings = Settings::validate(&file, command, crate::time::now_ms())?;
     settings.check_output()?;
+    let hubspot = if hubspot_emulator {
+        let h = crate::sandbox::hubspot::start(crate::sandbox::hubspot::HubSpotConfig::default())
+            .await
+            .map_err(|e| {
+                ConfigError::Invalid(vec![format!(
+                    "sandbox.hubspot: cannot listen on 127.0.0.1: {e}"
+                )])
+            })?;
+        if let crate::config::OutTarget::Crm { crm, .. } = &mut settings.out {
+            crm.base_url.clone_from(&h.base_url);
+        }
+        settings.crm_token = Some(Secret::new(h.token.clone()));
+        Some(h)
+    } else {
+        settings.crm_token = settings.read_crm_token(|var| std::env::var(var).ok())?;
+        None
+    };
     match sandbox_cfg {
         Some(cfg) => {
             let handle = sbx::start(cfg)
@@ -107,6 +136,7 @@ pub async fn prepare(mut file: PipelineFile, command: Command) -> Result<Prepare
                 settings,
                 key: Secret::new(handle.ids.api_key.clone()),
                 sandbox: Some(handle),
+                hubspot,
             })
         }
         None => {
@@ -115,6 +145,7 @@ pub async fn prepare(mut file: PipelineFile, command: Command) -> Result<Prepare
                 settings,
                 key,
                 sandbox: None,
+                hubspot,
             })
         }
     }

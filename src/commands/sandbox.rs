@@ -83,8 +83,8 @@ pub async fn sandbox(a: SandboxArgs) -> i32 {
     println!("ENGATI_API_KEY={}", handle.ids.api_key);
     eprintln!(
         "engati-etl sandbox: {} users, {n} messages from {} to {} (seed {}); listening on {} until Ctrl-C.\n\
-         The key above is the sandbox's own, not a secret. Try:\n  \
-         eval \"$(engati-etl sandbox ...)\"  or export the lines above, then\n  \
+         The key above is the sandbox's own, not a secret. To use it from a shell:\n  \
+         engati-etl sandbox > sandbox.env &   then   set -a; . ./sandbox.env; set +a\n  \
          engati-etl export --provider custom --attribute opt1=yes --since {} --until {} --format parquet --out out/sandbox",
         handle.data().users().len(),
         rfc3339_ms(start_ms),

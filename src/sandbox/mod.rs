@@ -11,6 +11,7 @@
 pub mod corpus;
 pub mod dataset;
 pub mod faults;
+pub mod hubspot;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -6,6 +6,7 @@
 //! Parquet or JSONL under staged names, replaces re-exported rows ([`supersede`]) and commits
 //! each unit through the state store's journal; [`stdout`] streams JSONL to standard output.
 
+pub mod crm;
 pub mod dead_letter;
 pub mod files;
 pub mod part;
@@ -70,6 +71,9 @@ pub enum SinkError {
     /// The sink thread stopped unexpectedly.
     #[error("the sink stopped unexpectedly: {0}")]
     Crashed(String),
+    /// The CRM (auth: exit 3; unavailable: exit 5).
+    #[error(transparent)]
+    Crm(#[from] crm::http::CrmError),
 }
 
 impl SinkError {
@@ -174,4 +178,7 @@ pub struct SinkReport {
     pub users_written: u64,
     /// Paths written (relative to the output), at most the first 1,000.
     pub files: Vec<String>,
+    /// CRM counts (CRM sinks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crm: Option<crm::CrmReport>,
 }

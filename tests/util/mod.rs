@@ -35,24 +35,37 @@ pub fn bin() -> &'static str {
 
 /// Runs the binary with `args` and the sandbox key in ENGATI_API_KEY (unless `key` is None).
 pub async fn run(args: &[String], key: Option<&str>) -> Output {
+    let env: Vec<(&str, &str)> = key.map(|k| ("ENGATI_API_KEY", k)).into_iter().collect();
+    run_env(args, &env).await
+}
+
+/// A hermetic command for the binary: no ENGATI_* / CRM variables from the caller.
+pub fn command(args: &[String], env: &[(&str, &str)]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(bin());
-    cmd.args(args)
-        .env_remove("ENGATI_API_KEY")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
+    cmd.args(args).env("RUST_LOG", "warn").kill_on_drop(true);
     for v in [
+        "ENGATI_API_KEY",
         "ENGATI_PROVIDER",
         "ENGATI_BASE_URL",
         "ENGATI_CUSTOMER_ID",
         "ENGATI_BOT_KEY",
         "ENGATI_ETL_OUT",
         "ENGATI_API_KEY_FILE",
+        "HUBSPOT_ACCESS_TOKEN",
+        "BOTTLECRM_TOKEN",
+        "XDG_DATA_HOME",
     ] {
         cmd.env_remove(v);
     }
-    if let Some(k) = key {
-        cmd.env("ENGATI_API_KEY", k);
+    for (k, v) in env {
+        cmd.env(k, v);
     }
+    cmd
+}
+
+/// Runs the binary with these environment variables (and none of the caller's ENGATI_*).
+pub async fn run_env(args: &[String], env: &[(&str, &str)]) -> Output {
+    let mut cmd = command(args, env);
     tokio::time::timeout(Duration::from_secs(300), cmd.output())
         .await
         .expect("the binary finishes within 5 minutes")

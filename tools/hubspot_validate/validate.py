@@ -86,6 +86,8 @@ ROUTES = [
      "BatchInputSimplePublicObjectBatchInputForCreate", "comm_create"),
     ("POST", r"/crm/v3/objects/communications/batch/update", COMMS,
      "BatchInputSimplePublicObjectBatchInput", "comm_update"),
+    # Recovery of a create whose answer was lost: find the session key in the bodies.
+    ("POST", r"/crm/v3/objects/communications/search", COMMS, "PublicObjectSearchRequest", "search"),
     ("PUT", r"/crm/v4/objects/communications/([^/]+)/associations/default/contacts/([^/]+)", None, None,
      "assoc_default"),
 ]
