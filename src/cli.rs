@@ -379,6 +379,9 @@ pub struct SandboxArgs {
     /// Live arrivals: timestamp them up to this many ms in the past (late delivery).
     #[arg(long, default_value_t = 0)]
     pub live_backdate_ms: i64,
+    /// Also run the HubSpot emulator on this port (0 = any) and print its URL and token.
+    #[arg(long, value_name = "PORT")]
+    pub hubspot_port: Option<u16>,
 }
 
 impl SourceArgs {

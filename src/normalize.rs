@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use serde::Deserialize;
-use xxhash_rust::xxh3::Xxh3Default;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128, xxh3_128_with_seed};
 
 use crate::engati::wire::{Text, WireMessage, parse_timestamp, raw_as_text};
 use crate::schema::{MessageBatchBuilder, MessageRow, RowContext};
@@ -73,7 +73,7 @@ pub struct PageNormalizer<'a> {
     channel_user_id: &'a str,
     channel: Option<&'a str>,
     window: Window,
-    occurrences: HashMap<u128, u32>,
+    occurrences: Occurrences,
     id_buf: String,
 }
 
@@ -90,7 +90,7 @@ impl<'a> PageNormalizer<'a> {
             channel_user_id,
             channel,
             window,
-            occurrences: HashMap::new(),
+            occurrences: Occurrences::default(),
             id_buf: String::with_capacity(32),
         }
     }
@@ -179,8 +179,10 @@ impl<'a> PageNormalizer<'a> {
     }
 }
 
-/// xxh3-128 of the identifying fields, each length-prefixed (and tagged for null) so that no
-/// two different field tuples encode to the same bytes.
+/// xxh3-128 of the identifying fields. The short fields (bot, user, time, sender, type and
+/// whether there is content) are length-prefixed into a small buffer and hashed to a seed; the
+/// content, which can be long, is hashed once with that seed. No two different field tuples
+/// encode to the same bytes.
 pub fn content_hash(
     bot_key: &str,
     channel_user_id: &str,
@@ -189,36 +191,78 @@ pub fn content_hash(
     message_type: Option<&str>,
     content: Option<&str>,
 ) -> u128 {
-    let mut h = Xxh3Default::new();
-    let mut field = |v: Option<&str>| match v {
-        Some(s) => {
-            h.update(&[1]);
-            h.update(&(s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
+    let mut buf = [0u8; 256];
+    let mut len = 0usize;
+    let mut overflow: Vec<u8> = Vec::new();
+    let mut put = |bytes: &[u8]| {
+        if overflow.is_empty() && len + bytes.len() <= buf.len() {
+            buf[len..len + bytes.len()].copy_from_slice(bytes);
+            len += bytes.len();
+        } else {
+            if overflow.is_empty() {
+                overflow.extend_from_slice(&buf[..len]);
+            }
+            overflow.extend_from_slice(bytes);
         }
-        None => h.update(&[0]),
     };
-    field(Some(bot_key));
-    field(Some(channel_user_id));
-    field(sender);
-    field(message_type);
-    field(content);
-    h.update(&sent_at_ms.to_le_bytes());
-    h.digest128()
+    for v in [Some(bot_key), Some(channel_user_id), sender, message_type] {
+        match v {
+            Some(s) => {
+                put(&[1]);
+                put(&(s.len() as u32).to_le_bytes());
+                put(s.as_bytes());
+            }
+            None => put(&[0]),
+        }
+    }
+    put(&sent_at_ms.to_le_bytes());
+    put(&[u8::from(content.is_some())]);
+    let small = if overflow.is_empty() { &buf[..len] } else { &overflow[..] };
+    let seed = xxh3_64(small);
+    xxh3_128_with_seed(content.unwrap_or("").as_bytes(), seed)
 }
 
-/// Writes the 32-hex-char `message_id` of (content hash, occurrence index) into `out`.
+/// Writes the 32-hex-char `message_id` of (content hash, occurrence index) into `out`: the
+/// content hash itself for the first occurrence, a hash of both for the later ones.
 pub fn message_id_hex(base: u128, occurrence: u32, out: &mut String) {
-    let mut h = Xxh3Default::new();
-    h.update(&base.to_le_bytes());
-    h.update(&occurrence.to_le_bytes());
-    let id = h.digest128();
-    out.clear();
+    let id = if occurrence == 0 {
+        base
+    } else {
+        let mut b = [0u8; 20];
+        b[..16].copy_from_slice(&base.to_le_bytes());
+        b[16..].copy_from_slice(&occurrence.to_le_bytes());
+        xxh3_128(&b)
+    };
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..32).rev() {
-        out.push(HEX[((id >> (shift * 4)) & 0xf) as usize] as char);
+    let mut hex = [0u8; 32];
+    for (i, slot) in hex.iter_mut().enumerate() {
+        *slot = HEX[((id >> ((31 - i) * 4)) & 0xf) as usize];
+    }
+    out.clear();
+    out.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
+}
+
+/// A hasher for keys that are already hashes (the 128-bit content hash): takes their bits.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
     }
 }
+
+type Occurrences = HashMap<u128, u32, std::hash::BuildHasherDefault<PassThrough>>;
 
 /// `inbound` (from the end user), `outbound` (bot or human agent), or `event` (status
 /// messages such as AGENT_PARTICIPATION_STATUS). Unknown senders count as inbound, the reading

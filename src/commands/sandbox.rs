@@ -76,6 +76,25 @@ pub async fn sandbox(a: SandboxArgs) -> i32 {
             return 2;
         }
     };
+    let hubspot = match a.hubspot_port {
+        Some(port) => match crate::sandbox::hubspot::start(crate::sandbox::hubspot::HubSpotConfig {
+            port,
+            ..Default::default()
+        })
+        .await
+        {
+            Ok(h) => Some(h),
+            Err(e) => {
+                print_error(&format!("--hubspot-port {port}: {e}"));
+                return 2;
+            }
+        },
+        None => None,
+    };
+    if let Some(h) = &hubspot {
+        println!("HUBSPOT_BASE_URL={}", h.base_url);
+        println!("HUBSPOT_ACCESS_TOKEN={}", h.token);
+    }
     let n = handle.data().message_count();
     println!("ENGATI_BASE_URL={}", handle.base_url);
     println!("ENGATI_CUSTOMER_ID={}", handle.ids.customer_id);
