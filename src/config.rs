@@ -41,16 +41,16 @@ pub const DEFAULT_WINDOW: &str = "1d";
 pub const DEFAULT_LOOKBACK: &str = "1d";
 /// Default file rotation size: 128 MiB.
 pub const DEFAULT_TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
-/// Default Parquet row-group size: 8 MiB (estimated encoded bytes).
-pub const DEFAULT_ROW_GROUP_BYTES: usize = 8 * 1024 * 1024;
+/// Default Parquet row-group size: 4 MiB (estimated encoded bytes; about 40,000 messages).
+pub const DEFAULT_ROW_GROUP_BYTES: usize = 4 * 1024 * 1024;
 /// Default zstd level.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Default cells per checkpoint unit.
 pub const DEFAULT_CHECKPOINT_USERS: usize = 5000;
 /// Cells fetched ahead of the one being written, at most.
 pub const DEFAULT_LOOKAHEAD_CELLS: usize = 1024;
-/// Normalized batches buffered ahead of the sink before only the cell being written may fetch: 16 MiB.
-pub const DEFAULT_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
+/// Page bodies buffered ahead of the writer before only the cell being written may fetch: 8 MiB.
+pub const DEFAULT_BUFFER_BYTES: u64 = 8 * 1024 * 1024;
 /// The environment variable holding the API key.
 pub const API_KEY_ENV: &str = "ENGATI_API_KEY";
 

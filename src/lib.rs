@@ -1,5 +1,28 @@
-//! engati-etl: export chatbot conversations from Engati (and its white-label brands) to
-//! Parquet, JSONL or a CRM.
+//! engati-etl: export the conversations of Engati chatbots (and the white-label brands
+//! AlertsPanel, Technowiz, Floatchat) to Parquet, JSONL or a CRM, correctly and fast.
+//!
+//! The code follows the data's path:
+//!
+//! ```text
+//! users (engati::users: Users API by attribute, or a file of ids)
+//!   -> windows x pages (plan: UTC-grid windows, checkpoint units; engati::client: limits, retries)
+//!   -> normalize (wire JSON -> `messages` rows with a deterministic message_id)
+//!   -> sink (sink::files: Parquet | JSONL, Hive partitions; sink::crm: HubSpot | BottleCRM;
+//!            sink::stdout), committed atomically through the state journal
+//!   -> state (SQLite: file ledger, commit journal, watermarks, run history, CRM ledger)
+//!   -> run report (report)
+//! ```
+//!
+//! Modules: [`cli`] and [`commands`] (the binary's surface), [`config`] (pipeline files,
+//! precedence, validation), [`pipeline`] (the walk: ordered lookahead, cancellation),
+//! [`engati`] (everything that knows the API), [`plan`], [`normalize`], [`schema`] (the output
+//! columns), [`sink`], [`state`], [`report`], [`progress`], [`sandbox`] (an Engati-compatible
+//! server and a HubSpot emulator for the demo, tests and benchmarks), [`secret`], [`time`].
+//! The API contract is `engati-api.md`; the README documents flags, schema, guarantees and
+//! exit codes.
+
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod commands;
 pub mod config;

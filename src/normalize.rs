@@ -217,7 +217,11 @@ pub fn content_hash(
     }
     put(&sent_at_ms.to_le_bytes());
     put(&[u8::from(content.is_some())]);
-    let small = if overflow.is_empty() { &buf[..len] } else { &overflow[..] };
+    let small = if overflow.is_empty() {
+        &buf[..len]
+    } else {
+        &overflow[..]
+    };
     let seed = xxh3_64(small);
     xxh3_128_with_seed(content.unwrap_or("").as_bytes(), seed)
 }

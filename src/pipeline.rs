@@ -686,9 +686,9 @@ struct Batcher {
 
 impl Batcher {
     /// Rows per batch at most.
-    const ROWS: usize = 8192;
+    const ROWS: usize = 4096;
     /// Page bytes per batch at most.
-    const BYTES: usize = 4 << 20;
+    const BYTES: usize = 2 << 20;
 
     fn new() -> Self {
         Batcher {

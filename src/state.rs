@@ -798,12 +798,34 @@ impl StateStore {
     /// # Errors
     /// SQLite errors.
     pub fn users(&self) -> Result<Vec<StoredUser>, StateError> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.users_page(all.last().map(|u: &StoredUser| u.user.as_str()), 10_000)?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
+
+    /// Up to `limit` stored users after `after` (by id): read the table page by page.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn users_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredUser>, StateError> {
         let mut st = self
             .conn
-            .prepare("SELECT user, channel, user_name, attributes, matched_filters, run_id, extracted_ms FROM users ORDER BY user")
+            .prepare_cached(
+                "SELECT user, channel, user_name, attributes, matched_filters, run_id, extracted_ms FROM users
+                 WHERE ?1 IS NULL OR user > ?1 ORDER BY user LIMIT ?2",
+            )
             .map_err(sql(&self.path))?;
         let rows = st
-            .query_map([], |r| {
+            .query_map(params![after, limit as i64], |r| {
                 let attrs: String = r.get(3)?;
                 let matched: String = r.get(4)?;
                 Ok(StoredUser {

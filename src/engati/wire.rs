@@ -172,7 +172,9 @@ pub fn raw_as_text(raw: &RawValue) -> Option<Cow<'_, str>> {
     let s = raw.get();
     match s.as_bytes().first() {
         // A string without escapes is its own text between the quotes: no parser needed.
-        Some(b'"') if s.len() >= 2 && !s.as_bytes().contains(&b'\\') => Some(Cow::Borrowed(&s[1..s.len() - 1])),
+        Some(b'"') if s.len() >= 2 && !s.as_bytes().contains(&b'\\') => {
+            Some(Cow::Borrowed(&s[1..s.len() - 1]))
+        }
         Some(b'"') => match serde_json::from_str::<Text<'_>>(s) {
             Ok(t) => Some(t.0),
             Err(_) => Some(Cow::Borrowed(s)),

@@ -189,15 +189,16 @@ impl FileSink {
         let Some(unit) = self.unit.as_mut() else {
             return Err(SinkError::Crashed("a page arrived outside a unit".into()));
         };
-        let c = unit
-            .info
-            .cells
-            .get(cell as usize)
-            .ok_or_else(|| SinkError::Crashed(format!("cell {cell} is not in the unit")))?
-            .clone();
-        for r in rejects {
-            dead_letter::encode(&mut unit.dead, &run_id, &c.user, c.window, r);
-            unit.dead_rows += 1;
+        if !rejects.is_empty() {
+            let c = unit
+                .info
+                .cells
+                .get(cell as usize)
+                .ok_or_else(|| SinkError::Crashed(format!("cell {cell} is not in the unit")))?;
+            for r in rejects {
+                dead_letter::encode(&mut unit.dead, &run_id, &c.user, c.window, r);
+                unit.dead_rows += 1;
+            }
         }
         let Some(batch) = rows else { return Ok(()) };
         if batch.num_rows() == 0 {
@@ -507,33 +508,24 @@ impl FileSink {
         users: &[crate::engati::users::UserSpec],
         cx: &schema::RowContext,
     ) -> Result<(), SinkError> {
-        let stored: Vec<StoredUser> = users
-            .iter()
-            .map(|u| StoredUser {
-                user: u.channel_user_id.clone(),
-                channel: u.channel.clone(),
-                user_name: u.user_name.clone(),
-                attributes: u.attributes.clone(),
-                matched_filters: u.matched_filters.clone(),
-                run_id: cx.run_id.to_string(),
-                extracted_ms: cx.extracted_at_ms,
-            })
-            .collect();
-        self.state.upsert_users(&stored)?;
-        let all = self.state.users()?;
-        if all.is_empty() {
-            return Ok(());
+        // In pages: a million users never sit in memory twice.
+        for chunk in users.chunks(10_000) {
+            let stored: Vec<StoredUser> = chunk
+                .iter()
+                .map(|u| StoredUser {
+                    user: u.channel_user_id.clone(),
+                    channel: u.channel.clone(),
+                    user_name: u.user_name.clone(),
+                    attributes: u.attributes.clone(),
+                    matched_filters: u.matched_filters.clone(),
+                    run_id: cx.run_id.to_string(),
+                    extracted_ms: cx.extracted_at_ms,
+                })
+                .collect();
+            self.state.upsert_users(&stored)?;
         }
-        let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
-        for u in &all {
-            hasher.update(u.user.as_bytes());
-            hasher.update(&[0]);
-            hasher.update(u.run_id.as_bytes());
-            hasher.update(&[0]);
-        }
-        let stem = format!("part-{:016x}", hasher.digest());
         let ext = self.config.encoding.extension();
-        let (staged, fin) = self.names("users", &stem, ext);
+        let staged = format!("users/.part-users.{ext}.{}{STAGED_SUFFIX}", self.run8);
         let out_dir = self.config.out_dir.clone();
         let dir = out_dir.join("users");
         std::fs::create_dir_all(&dir).map_err(|source| SinkError::Io {
@@ -546,24 +538,44 @@ impl FileSink {
             &self.config.encoding,
             users_schema(),
         )?;
-        for chunk in all.chunks(65_536) {
+        // The file is named after its content (ids and runs), known once written.
+        let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+        let (mut first, mut last): (Option<String>, Option<String>) = (None, None);
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.state.users_page(after.as_deref(), 10_000)?;
+            let Some(tail) = page.last() else { break };
+            after = Some(tail.user.clone());
             let mut b = UsersBatchBuilder::new();
-            for u in chunk {
+            for u in page {
+                hasher.update(u.user.as_bytes());
+                hasher.update(&[0]);
+                hasher.update(u.run_id.as_bytes());
+                hasher.update(&[0]);
+                if first.is_none() {
+                    first = Some(u.user.clone());
+                }
+                last = Some(u.user.clone());
                 b.append(
                     cx,
                     &schema::UserRow {
-                        channel_user_id: u.user.clone(),
-                        channel: u.channel.clone(),
-                        user_name: u.user_name.clone(),
-                        attributes: u.attributes.clone(),
-                        matched_filters: u.matched_filters.clone(),
-                        run_id: u.run_id.clone(),
+                        channel_user_id: u.user,
+                        channel: u.channel,
+                        user_name: u.user_name,
+                        attributes: u.attributes,
+                        matched_filters: u.matched_filters,
+                        run_id: u.run_id,
                         extracted_at_ms: u.extracted_ms,
                     },
                 );
             }
             w.write(&b.finish())?;
         }
+        if first.is_none() {
+            w.discard();
+            return Ok(());
+        }
+        let fin = format!("users/part-{:016x}.{ext}", hasher.digest());
         let rows = w.rows();
         let bytes = w.finish()?;
         sync_parents(&out_dir, std::iter::once(staged.as_str()))?;
@@ -582,8 +594,8 @@ impl FileSink {
                 unit_key: "users".into(),
                 cells_from: 0,
                 cells_to: 0,
-                min_user: all.first().map(|u| u.user.clone()).unwrap_or_default(),
-                max_user: all.last().map(|u| u.user.clone()).unwrap_or_default(),
+                min_user: first.unwrap_or_default(),
+                max_user: last.unwrap_or_default(),
                 min_ms: 0,
                 max_ms: 0,
                 rows,

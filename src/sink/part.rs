@@ -60,6 +60,10 @@ impl Encoding {
             .set_max_row_group_row_count(None)
             .set_max_row_group_bytes(Some(row_group_bytes.max(1)))
             .set_statistics_enabled(EnabledStatistics::Page)
+            // Pages (the unit of compression) of 256 KiB instead of 1 MiB: each column holds
+            // one page uncompressed while it fills, so this bounds the writer's memory.
+            .set_data_page_size_limit(256 * 1024)
+            .set_dictionary_page_size_limit(256 * 1024)
             .set_created_by(concat!("engati-etl ", env!("CARGO_PKG_VERSION")).to_owned());
         // Unique-per-row text: a dictionary never pays off (the writer would build one per
         // column chunk, then fall back to plain), and min/max statistics of long texts are
