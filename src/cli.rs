@@ -210,7 +210,7 @@ pub struct SinkArgs {
     /// Rotate output files at this many bytes [default: 134217728].
     #[arg(long, value_name = "BYTES")]
     pub target_file_bytes: Option<u64>,
-    /// Parquet row-group size in bytes [default: 8388608].
+    /// Parquet row-group size in bytes [default: 4194304].
     #[arg(long, value_name = "BYTES")]
     pub row_group_bytes: Option<usize>,
     /// zstd level for Parquet, 1..=22 [default: 3].

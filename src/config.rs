@@ -155,7 +155,7 @@ pub struct SinkSection {
     pub state_dir: Option<PathBuf>,
     /// Rotate files at this size, bytes. Default 134217728 (128 MiB).
     pub target_file_bytes: Option<u64>,
-    /// Parquet row-group size, estimated encoded bytes. Default 8388608 (8 MiB).
+    /// Parquet row-group size, estimated encoded bytes. Default 4194304 (4 MiB).
     pub row_group_bytes: Option<usize>,
     /// zstd level 1..=22. Default 3.
     pub zstd_level: Option<i32>,

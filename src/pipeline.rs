@@ -642,6 +642,8 @@ struct InFlight {
     cell: u32,
     rx: mpsc::Receiver<CellEvent>,
     task: tokio::task::JoinHandle<()>,
+    /// Wakes the cell's task when it becomes the cell being written (exempt from the budget).
+    wake: Arc<tokio::sync::Notify>,
     /// A page of this cell was written: it must be finished before a commit.
     started: bool,
 }
@@ -649,30 +651,73 @@ struct InFlight {
 struct Shared {
     client: Client,
     page_size: u32,
-    /// Bytes of page bodies fetched but not yet normalized.
+    /// Bytes of page bodies fetched but not yet normalized, plus the reservations of requests
+    /// in flight.
     buffered: AtomicU64,
     /// Above this, only the cell being written may fetch.
     budget: u64,
+    /// Bytes a request reserves before it is sent: the last body's size (at least 4 KiB).
+    expected_page: AtomicU64,
     /// Sequence number of the cell being written.
     head_seq: AtomicU64,
-    /// Woken when buffered bytes drop or the head changes.
+    /// Wakes one waiting cell when buffered bytes drop (a woken cell that reserves and leaves
+    /// room wakes the next: no thundering herd of the whole lookahead).
     room: tokio::sync::Notify,
 }
 
 impl Shared {
-    /// Waits until cell `seq` may fetch a page: it is the cell being written, or the buffer
-    /// has room.
-    async fn wait_for_room(&self, seq: u64) {
+    /// Waits until cell `seq` may fetch a page (it is the cell being written, or the buffer
+    /// has room) and reserves the expected body size in the buffer; returns the reservation.
+    /// Reserving before sending keeps the buffer within about one page of the budget however
+    /// many cells wake at once.
+    async fn wait_for_room(&self, seq: u64, wake: &tokio::sync::Notify) -> u64 {
         loop {
-            let notified = self.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.head_seq.load(Ordering::Acquire) == seq
-                || self.buffered.load(Ordering::Acquire) < self.budget
-            {
-                return;
+            let room = self.room.notified();
+            let became_head = wake.notified();
+            tokio::pin!(room, became_head);
+            room.as_mut().enable();
+            became_head.as_mut().enable();
+            let want = self.expected_page.load(Ordering::Relaxed);
+            let head = self.head_seq.load(Ordering::Acquire) == seq;
+            let mut cur = self.buffered.load(Ordering::Acquire);
+            loop {
+                if !head && cur >= self.budget {
+                    break;
+                }
+                match self.buffered.compare_exchange_weak(
+                    cur,
+                    cur + want,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        if cur + want < self.budget {
+                            self.room.notify_one();
+                        }
+                        return want;
+                    }
+                    Err(now) => cur = now,
+                }
             }
-            notified.await;
+            tokio::select! {
+                () = &mut room => {}
+                () = &mut became_head => {}
+            }
+        }
+    }
+
+    /// Replaces a reservation by the body actually received (`actual` bytes; 0 when the
+    /// request failed).
+    fn settle(&self, reserved: u64, actual: u64) {
+        if actual >= reserved {
+            self.buffered.fetch_add(actual - reserved, Ordering::AcqRel);
+        } else {
+            self.buffered.fetch_sub(reserved - actual, Ordering::AcqRel);
+            self.room.notify_one();
+        }
+        if actual > 0 {
+            self.expected_page
+                .store(actual.max(4096), Ordering::Relaxed);
         }
     }
 }
@@ -723,6 +768,7 @@ async fn walk_units(
         page_size: spec.page_size,
         buffered: AtomicU64::new(0),
         budget: spec.buffer_bytes.max(1),
+        expected_page: AtomicU64::new(64 * 1024),
         head_seq: AtomicU64::new(u64::MAX),
         room: tokio::sync::Notify::new(),
     });
@@ -806,12 +852,14 @@ async fn walk_units(
             let (ctx, crx) = mpsc::channel(4);
             let seq = next_seq;
             next_seq += 1;
+            let wake = Arc::new(tokio::sync::Notify::new());
             let task = tokio::spawn(fetch_cell(
                 shared.clone(),
                 users.clone(),
                 idx,
                 cell.window,
                 seq,
+                wake.clone(),
                 ctx,
             ));
             queue.push_back(InFlight {
@@ -820,6 +868,7 @@ async fn walk_units(
                 cell: next_cell,
                 rx: crx,
                 task,
+                wake,
                 started: false,
             });
             next_cell += 1;
@@ -831,7 +880,7 @@ async fn walk_units(
         let Some(head) = queue.front_mut() else { break };
         if shared.head_seq.load(Ordering::Acquire) != head.seq {
             shared.head_seq.store(head.seq, Ordering::Release);
-            shared.room.notify_waiters();
+            head.wake.notify_one();
         }
         if control.stopping() && !head.started && !head.task.is_finished() {
             // Stopping: what is not fetched in full and not begun is dropped (refetched on
@@ -886,7 +935,7 @@ async fn walk_units(
                 shared
                     .buffered
                     .fetch_sub(page.body.len() as u64, Ordering::AcqRel);
-                shared.room.notify_waiters();
+                shared.room.notify_one();
                 partial.messages.outside_window += counts.out_of_window;
                 control.rows.fetch_add(counts.rows, Ordering::Relaxed);
                 let rows = if batcher.full() { batcher.take() } else { None };
@@ -958,6 +1007,7 @@ async fn fetch_cell(
     user: usize,
     window: Window,
     seq: u64,
+    wake: Arc<tokio::sync::Notify>,
     tx: mpsc::Sender<CellEvent>,
 ) {
     let u = &users[user];
@@ -966,7 +1016,7 @@ async fn fetch_cell(
     let mut page = 1u32;
     let mut previous_full_page: Option<u64> = None;
     loop {
-        shared.wait_for_room(seq).await;
+        let reserved = shared.wait_for_room(seq, &wake).await;
         let result = shared
             .client
             .conversations_page(
@@ -988,10 +1038,13 @@ async fn fetch_cell(
         let p = match result {
             Ok(p) => p,
             Err(e) => {
+                shared.settle(reserved, 0);
                 let _ = tx.send(CellEvent::Failed(e)).await;
                 return;
             }
         };
+        let bytes = p.body.len() as u64;
+        shared.settle(reserved, bytes);
         let n = p.spans.len();
         if n >= shared.page_size as usize {
             // A server that ignores page_number returns the same full page forever: stop
@@ -1007,15 +1060,14 @@ async fn fetch_cell(
                         found: "the same full page twice; the server may ignore page_number".into(),
                     }),
                 };
+                shared.settle(bytes, 0);
                 let _ = tx.send(CellEvent::Failed(e)).await;
                 return;
             }
             previous_full_page = Some(h);
         }
-        let bytes = p.body.len() as u64;
-        shared.buffered.fetch_add(bytes, Ordering::AcqRel);
         if tx.send(CellEvent::Page(p)).await.is_err() {
-            shared.buffered.fetch_sub(bytes, Ordering::AcqRel);
+            shared.settle(bytes, 0);
             return;
         }
         if n < shared.page_size as usize {

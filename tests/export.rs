@@ -432,3 +432,79 @@ async fn requests_are_one_per_cell_plus_needed_pages() {
         .count();
     assert_eq!(conv, minimum, "no wasted pages");
 }
+
+/// Windows longer than a day: rows wait per date partition and are written a row group at a
+/// time when their memory passes a limit (here forced tiny). Every message still lands once,
+/// in its UTC date's partition, and the files hold several row groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_day_windows_spill_per_date_without_losing_rows() {
+    // Enough rows (about 10,000) for several batches per 7-day unit.
+    let mut cfg = small();
+    cfg.data.users = 100;
+    cfg.data.sessions_per_user = 60.0;
+    let sb = start(cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let args = with(
+        export_args(&sb, "2026-08-01", "2026-08-15"),
+        &[
+            "--attribute",
+            "opt1=yes",
+            "--window",
+            "7d",
+            "--format",
+            "parquet",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let mut env: Vec<(&str, &str)> = vec![("ENGATI_ETL_PENDING_BYTES", "20000")];
+    env.push(("ENGATI_API_KEY", &sb.ids.api_key));
+    let o = run_env(&args, &env).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let users = matching(&sb, &[("opt1", "yes")]);
+    let want = expected(&sb, &users, day("2026-08-01"), day("2026-08-15"));
+    let rows = read_parquet(&out);
+    assert!(
+        rows.len() > 8192,
+        "{} rows: enough for several batches",
+        rows.len()
+    );
+    assert_same(&rows, &want, "7d windows, 20 kB pending limit");
+    let mut row_groups = 0;
+    let files = message_files(&out, ".parquet");
+    for entry in &files {
+        let date = entry
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|d| d.to_string_lossy().trim_start_matches("date=").to_owned())
+            .unwrap();
+        let f = std::fs::File::open(entry).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+        row_groups += reader.metadata().num_row_groups();
+        for b in reader.build().unwrap() {
+            let b = b.unwrap();
+            let sent = b
+                .column_by_name("sent_at")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow_array::TimestampMillisecondArray>()
+                .unwrap();
+            for t in sent.values() {
+                let d = jiff::Timestamp::from_millisecond(*t).unwrap().to_string();
+                assert_eq!(
+                    &d[..10],
+                    date,
+                    "{} is in the partition of its UTC date",
+                    entry.display()
+                );
+            }
+        }
+    }
+    let files = files.len();
+    assert!(
+        row_groups > files,
+        "the limit forced several row groups per file ({row_groups} row groups in {files} files)"
+    );
+}

@@ -326,7 +326,7 @@ impl Client {
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        let resp = inner
+        let mut resp = inner
             .http
             .get(url.clone())
             .header(AUTHORIZATION, inner.auth.clone())
@@ -344,10 +344,21 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp.bytes().await.map_err(|e| {
-            inner.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
-            ApiError::from_transport(&e)
-        })?;
+        // Into an exactly sized buffer of our own: a chunk handed up by the HTTP client can
+        // share (and so keep alive) a read buffer several times its size, and pages wait in
+        // the lookahead, so what they pin would escape the byte budget.
+        let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(0).min(64 << 20) as usize);
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => {
+                    inner.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(ApiError::from_transport(&e));
+                }
+            }
+        }
+        let body = Bytes::from(buf);
         inner
             .stats
             .bytes

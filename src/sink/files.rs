@@ -30,9 +30,21 @@ use crate::schema::{self, UsersBatchBuilder, messages_schema, users_schema};
 use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore, StoredUser, WatermarkMove};
 use crate::time::{DAY_MS, date_string, day_of};
 
-/// Row groups being built across a unit's date partitions, in bytes, at most (beyond it the
-/// largest is ended early).
-pub const MAX_BUFFERED_ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// Arrow memory, bytes, that a unit whose window spans several UTC days may hold in rows
+/// waiting for their date partition (Parquet only). Beyond it the partition holding the most
+/// is written out as one row group. Why not keep one Parquet writer building a row group per
+/// date: each column of each open row group holds a zstd context (about 1 MB), so 31 dates x
+/// 20 columns would cost hundreds of MB; this way one row group is encoded at a time.
+/// The environment variable `ENGATI_ETL_PENDING_BYTES` (bytes) overrides it: a testing knob
+/// that makes the spill path run on small data.
+pub const MAX_PENDING_BYTES: usize = 32 * 1024 * 1024;
+
+fn pending_limit() -> usize {
+    std::env::var("ENGATI_ETL_PENDING_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MAX_PENDING_BYTES)
+}
 
 /// File sink settings.
 #[derive(Debug, Clone)]
@@ -82,6 +94,7 @@ pub fn spawn(
                 counters,
                 report: SinkReport::default(),
                 unit: None,
+                pending_limit: pending_limit(),
             };
             let error = sink.run(rx).err();
             if let Some(unit) = sink.unit.take() {
@@ -104,17 +117,37 @@ struct FileSink {
     counters: Arc<SinkCounters>,
     report: SinkReport,
     unit: Option<OpenUnit>,
+    /// [`MAX_PENDING_BYTES`] or its override.
+    pending_limit: usize,
 }
 
 struct Partition {
     dir: String,
     writer: Option<PartWriter>,
     seq: u32,
+    /// Rows of a multi-day unit waiting to be written, in arrival order.
+    pending: Vec<RecordBatch>,
+    /// Their Arrow memory, bytes.
+    pending_bytes: usize,
+}
+
+impl Partition {
+    fn new(day: i64) -> Self {
+        Partition {
+            dir: format!("messages/date={}", date_string(day * DAY_MS)),
+            writer: None,
+            seq: 0,
+            pending: Vec::new(),
+            pending_bytes: 0,
+        }
+    }
 }
 
 struct OpenUnit {
     info: Arc<UnitInfo>,
     parts: BTreeMap<i64, Partition>,
+    /// Sum of the partitions' `pending_bytes`.
+    pending_bytes: usize,
     staged: Vec<(String, FileRecord)>,
     dead: Vec<u8>,
     dead_rows: u64,
@@ -145,6 +178,7 @@ impl FileSink {
                     self.unit = Some(OpenUnit {
                         info,
                         parts: BTreeMap::new(),
+                        pending_bytes: 0,
                         staged: Vec::new(),
                         dead: Vec::new(),
                         dead_rows: 0,
@@ -228,16 +262,65 @@ impl FileSink {
         Ok(())
     }
 
+    /// Routes one date's rows: straight to the partition's file, or, for a Parquet unit whose
+    /// window spans several days, into the partition's pending rows (see
+    /// [`MAX_PENDING_BYTES`]).
     fn write_day(&mut self, day: i64, batch: &RecordBatch) -> Result<(), SinkError> {
+        let multi_day = self.config.encoding.format == super::Format::Parquet
+            && self
+                .unit
+                .as_ref()
+                .is_some_and(|u| u.info.window.end_ms - u.info.window.start_ms > DAY_MS);
+        if !multi_day {
+            return self.put(day, batch);
+        }
+        let unit = self.unit.as_mut().expect("checked by page()");
+        let part = unit.parts.entry(day).or_insert_with(|| Partition::new(day));
+        let bytes = batch.get_array_memory_size();
+        part.pending.push(batch.clone());
+        part.pending_bytes += bytes;
+        unit.pending_bytes += bytes;
+        loop {
+            let unit = self.unit.as_ref().expect("checked by page()");
+            if unit.pending_bytes <= self.pending_limit {
+                return Ok(());
+            }
+            let largest = unit
+                .parts
+                .iter()
+                .max_by_key(|(_, p)| p.pending_bytes)
+                .map(|(d, _)| *d)
+                .expect("pending rows are in some partition");
+            self.drain(largest)?;
+        }
+    }
+
+    /// Writes a partition's pending rows as one row group (or more, past the row-group size)
+    /// and ends it, so that no row group stays open in memory.
+    fn drain(&mut self, day: i64) -> Result<(), SinkError> {
+        let unit = self.unit.as_mut().expect("checked by page()");
+        let part = unit.parts.get_mut(&day).expect("a partition with rows");
+        let pending = std::mem::take(&mut part.pending);
+        unit.pending_bytes -= std::mem::take(&mut part.pending_bytes);
+        for b in &pending {
+            self.put(day, b)?;
+        }
+        drop(pending);
+        let unit = self.unit.as_mut().expect("checked by page()");
+        if let Some(w) = unit.parts.get_mut(&day).and_then(|p| p.writer.as_mut()) {
+            w.flush_row_group()?;
+        }
+        Ok(())
+    }
+
+    /// Appends rows to the partition's open file (opening it on first rows), rotating at
+    /// `target_file_bytes`.
+    fn put(&mut self, day: i64, batch: &RecordBatch) -> Result<(), SinkError> {
         let ext = self.config.encoding.extension();
         let out_dir = self.config.out_dir.clone();
         let target = self.config.target_file_bytes;
         let unit = self.unit.as_mut().expect("checked by page()");
-        let part = unit.parts.entry(day).or_insert_with(|| Partition {
-            dir: format!("messages/date={}", date_string(day * DAY_MS)),
-            writer: None,
-            seq: 0,
-        });
+        let part = unit.parts.entry(day).or_insert_with(|| Partition::new(day));
         if part.writer.is_none() {
             let stem = format!(
                 "part-{}-{:05}-{:03}",
@@ -265,30 +348,6 @@ impl FileSink {
             let dir = part.dir.clone();
             let rec = Self::close_part(&self.run8, &out_dir, &unit.info, day, &dir, seq, ext, w)?;
             unit.staged.push(rec);
-        }
-        // Windows longer than a day spread rows over several date partitions, each building
-        // a row group: keep their sum bounded by ending the largest one early.
-        if unit.parts.len() > 1 {
-            loop {
-                let (total, largest) = unit.parts.values_mut().fold(
-                    (0usize, None::<&mut PartWriter>),
-                    |(t, big), p| {
-                        let Some(w) = p.writer.as_mut() else {
-                            return (t, big);
-                        };
-                        let b = w.buffered_bytes();
-                        let bigger = match &big {
-                            Some(x) => b > x.buffered_bytes(),
-                            None => b > 0,
-                        };
-                        (t + b, if bigger { Some(w) } else { big })
-                    },
-                );
-                match largest {
-                    Some(w) if total > MAX_BUFFERED_ROW_GROUP_BYTES => w.flush_row_group()?,
-                    _ => break,
-                }
-            }
         }
         Ok(())
     }
@@ -337,6 +396,19 @@ impl FileSink {
         };
         let ext = self.config.encoding.extension();
         let out_dir = self.config.out_dir.clone();
+        let waiting: Vec<i64> = unit
+            .parts
+            .iter()
+            .filter(|(_, p)| !p.pending.is_empty())
+            .map(|(d, _)| *d)
+            .collect();
+        if !waiting.is_empty() {
+            self.unit = Some(unit);
+            for day in waiting {
+                self.drain(day)?;
+            }
+            unit = self.unit.take().expect("put back above");
+        }
         let parts = std::mem::take(&mut unit.parts);
         for (day, p) in parts {
             if let Some(w) = p.writer {

@@ -254,15 +254,6 @@ impl PartWriter {
         }
     }
 
-    /// Bytes held in memory for the row group being built (Parquet; 0 for JSONL, which
-    /// streams).
-    pub fn buffered_bytes(&self) -> usize {
-        match &self.kind {
-            Kind::Parquet(w) => w.in_progress_size(),
-            _ => 0,
-        }
-    }
-
     /// Ends the row group being built now (Parquet), releasing its memory.
     ///
     /// # Errors
