@@ -668,8 +668,8 @@ struct Shared {
 impl Shared {
     /// Waits until cell `seq` may fetch a page (it is the cell being written, or the buffer
     /// has room) and reserves the expected body size in the buffer; returns the reservation.
-    /// Reserving before sending keeps the buffer within about one page of the budget however
-    /// many cells wake at once.
+    /// Reserving before sending bounds the overshoot by the misestimates of the requests in
+    /// flight (at most `concurrency` pages), however many cells wait.
     async fn wait_for_room(&self, seq: u64, wake: &tokio::sync::Notify) -> u64 {
         loop {
             let room = self.room.notified();
