@@ -69,11 +69,12 @@ const ALL: Window = Window {
 fn normalize_all(c: &Corpus, cx: &RowContext, mut sink: impl FnMut(arrow_array::RecordBatch)) {
     let keys = vec!["conversations".to_string(), "messages".to_string()];
     let mut rejects = Vec::new();
+    // One builder for all pages, as the exporter keeps one (a batch per page here).
+    let mut b = MessageBatchBuilder::with_capacity(500, c.pages[0].1.len());
     for (user, body) in &c.pages {
         let spans = parse_conversations_page(body, &keys).expect("page");
         let text = std::str::from_utf8(body).expect("utf8");
         let mut n = PageNormalizer::new(cx, user, Some("whatsapp"), ALL);
-        let mut b = MessageBatchBuilder::with_capacity(spans.len(), body.len());
         n.page(text, &spans, 1, &mut b, &mut rejects);
         sink(b.finish());
         rejects.clear();
@@ -127,8 +128,14 @@ fn bench(c: &mut Criterion) {
         g.bench_function("b_normalize", |b| {
             b.iter(|| normalize_all(&corpus, &cx, |batch| drop(black_box(batch))))
         });
-        let parquet =
-            Encoding::new(Format::Parquet, false, 3, 8 * 1024 * 1024, 6).expect("encoding");
+        let parquet = Encoding::new(
+            Format::Parquet,
+            false,
+            engati_etl::config::DEFAULT_ZSTD_LEVEL,
+            engati_etl::config::DEFAULT_ROW_GROUP_BYTES,
+            6,
+        )
+        .expect("encoding");
         g.bench_function("c_parquet", |b| {
             b.iter(|| {
                 let mut w = parquet::arrow::ArrowWriter::try_new(

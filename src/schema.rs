@@ -282,31 +282,48 @@ impl MessageBatchBuilder {
 
     /// Takes the rows as a `RecordBatch` with [`messages_schema`]; the builders are reset.
     pub fn finish(&mut self) -> RecordBatch {
+        // Each column restarts with room for a batch like this one (plus a quarter): without
+        // it the builders would start empty and grow by doubling, copying as they go and
+        // leaving up to half of each batch's memory unused.
+        let rows = self.rows.max(1);
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.message_id.finish()),
-            Arc::new(self.provider.finish()),
-            Arc::new(self.customer_id.finish()),
-            Arc::new(self.bot_key.finish()),
-            Arc::new(self.channel_user_id.finish()),
-            Arc::new(self.channel.finish()),
-            Arc::new(self.user_id.finish()),
-            Arc::new(self.sent_at.finish()),
-            Arc::new(self.sender.finish()),
-            Arc::new(self.direction.finish()),
-            Arc::new(self.message_type.finish()),
-            Arc::new(self.content.finish()),
-            Arc::new(self.text.finish()),
+            renew(&mut self.message_id, rows),
+            renew(&mut self.provider, rows),
+            renew(&mut self.customer_id, rows),
+            renew(&mut self.bot_key, rows),
+            renew(&mut self.channel_user_id, rows),
+            renew(&mut self.channel, rows),
+            renew(&mut self.user_id, rows),
+            renew_ts(&mut self.sent_at, rows),
+            renew(&mut self.sender, rows),
+            renew(&mut self.direction, rows),
+            renew(&mut self.message_type, rows),
+            renew(&mut self.content, rows),
+            renew(&mut self.text, rows),
             Arc::new(self.options.finish()),
-            Arc::new(self.file_url.finish()),
-            Arc::new(self.file_mime_type.finish()),
-            Arc::new(self.raw_json.finish()),
-            Arc::new(self.run_id.finish()),
-            Arc::new(self.extracted_at.finish()),
+            renew(&mut self.file_url, rows),
+            renew(&mut self.file_mime_type, rows),
+            renew(&mut self.raw_json, rows),
+            renew(&mut self.run_id, rows),
+            renew_ts(&mut self.extracted_at, rows),
         ];
         self.rows = 0;
         RecordBatch::try_new(messages_schema(), columns)
             .expect("builders follow messages_schema column for column")
     }
+}
+
+/// Finishes a string column, leaving a builder sized like it (plus a quarter) in its place.
+fn renew(b: &mut StringBuilder, rows: usize) -> ArrayRef {
+    let bytes = b.values_slice().len();
+    let fresh = StringBuilder::with_capacity(rows + rows / 4, bytes + bytes / 4);
+    Arc::new(std::mem::replace(b, fresh).finish())
+}
+
+/// Finishes a UTC timestamp column, leaving a builder sized like it in its place.
+fn renew_ts(b: &mut TimestampMillisecondBuilder, rows: usize) -> ArrayRef {
+    let fresh = TimestampMillisecondBuilder::with_capacity(rows + rows / 4).with_timezone("UTC");
+    Arc::new(std::mem::replace(b, fresh).finish())
 }
 
 /// One row of the `users` table.
