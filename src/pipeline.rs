@@ -815,11 +815,7 @@ async fn walk_units(
     // The normalizer of the cell being written (it counts identical messages across pages).
     let mut normalizer: Option<(u64, PageNormalizer<'_>)> = None;
 
-    let send = |msg: SinkMsg| async move {
-        tx.send(msg)
-            .await
-            .map_err(|_| RunError::Sink(SinkError::Crashed("the sink stopped".into())))
-    };
+    let send = |msg: SinkMsg| to_sink(tx, msg);
     let abort = |queue: &mut VecDeque<InFlight>| {
         for f in queue.drain(..) {
             f.task.abort();
@@ -890,18 +886,7 @@ async fn walk_units(
         }
         if current_unit != Some(head.unit) {
             if let Some(u) = current_unit {
-                if let Some(rows) = batcher.take() {
-                    send(SinkMsg::Page {
-                        cell: 0,
-                        rows: Some(rows),
-                        rejects: Vec::new(),
-                    })
-                    .await?;
-                }
-                send(SinkMsg::EndUnit {
-                    cells_done: current_done,
-                })
-                .await?;
+                end_unit(tx, &mut batcher, current_done).await?;
                 units_release(&mut units, u);
             }
             current_unit = Some(head.unit);
@@ -968,20 +953,36 @@ async fn walk_units(
         }
     }
     if current_unit.is_some() {
-        if let Some(rows) = batcher.take() {
-            send(SinkMsg::Page {
+        end_unit(tx, &mut batcher, current_done).await?;
+    }
+    Ok(())
+}
+
+async fn to_sink(tx: &mpsc::Sender<SinkMsg>, msg: SinkMsg) -> Result<(), RunError> {
+    tx.send(msg)
+        .await
+        .map_err(|_| RunError::Sink(SinkError::Crashed("the sink stopped".into())))
+}
+
+/// Ends the unit being written: the rows still batched, then the commit of its first
+/// `cells_done` cells.
+async fn end_unit(
+    tx: &mpsc::Sender<SinkMsg>,
+    batcher: &mut Batcher,
+    cells_done: u32,
+) -> Result<(), RunError> {
+    if let Some(rows) = batcher.take() {
+        to_sink(
+            tx,
+            SinkMsg::Page {
                 cell: 0,
                 rows: Some(rows),
                 rejects: Vec::new(),
-            })
-            .await?;
-        }
-        send(SinkMsg::EndUnit {
-            cells_done: current_done,
-        })
+            },
+        )
         .await?;
     }
-    Ok(())
+    to_sink(tx, SinkMsg::EndUnit { cells_done }).await
 }
 
 /// Drops the unit's cell list once written (units can hold thousands of cells).

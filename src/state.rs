@@ -272,7 +272,8 @@ pub struct StateStore {
     crash_after_journal: Option<u64>,
 }
 
-fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StateError + '_ {
+/// Maps a SQLite error to [`StateError::Sqlite`] naming the store's file.
+pub(crate) fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StateError + Copy + '_ {
     move |source| StateError::Sqlite {
         path: path.to_owned(),
         source,

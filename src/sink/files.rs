@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMillisecondType;
@@ -24,10 +23,13 @@ use tokio::sync::mpsc;
 
 use super::part::{Encoding, PartWriter};
 use super::supersede::{self, CellMap};
-use super::{SinkCounters, SinkError, SinkMsg, SinkReport, UnitInfo, dead_letter};
+use super::{
+    SinkCounters, SinkError, SinkMsg, SinkReport, UnitInfo, dead_letter, sync_parents,
+    watermark_moves, write_file,
+};
 use crate::normalize::{Reject, Window};
 use crate::schema::{self, UsersBatchBuilder, messages_schema, users_schema};
-use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore, StoredUser, WatermarkMove};
+use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore, StoredUser};
 use crate::time::{DAY_MS, date_string, day_of};
 
 /// Arrow memory, bytes, that a unit whose window spans several UTC days may hold in rows
@@ -530,15 +532,7 @@ impl FileSink {
         plan.removes = replacement.removes.clone();
         plan.unit_progress = Some((info.key.0.clone(), cells_to));
         if let Some(ns) = &self.config.watermark_namespace {
-            plan.watermarks = cells
-                .iter()
-                .map(|c| WatermarkMove {
-                    namespace: ns.clone(),
-                    user: c.user.to_string(),
-                    start_ms: c.window.start_ms,
-                    end_ms: c.window.end_ms,
-                })
-                .collect();
+            plan.watermarks = watermark_moves(ns, cells);
         }
         // The staged files' directory entries must be durable before the journal refers to them.
         sync_parents(&out_dir, plan.adds.iter().map(|(s, _)| s.as_str()))?;
@@ -565,13 +559,7 @@ impl FileSink {
                 r.files.push(rec.path.clone());
             }
         }
-        self.counters.rows.fetch_add(rows, Ordering::Relaxed);
-        self.counters
-            .cells
-            .fetch_add(done as u64, Ordering::Relaxed);
-        self.counters
-            .rejects
-            .fetch_add(unit.dead_rows, Ordering::Relaxed);
+        self.counters.committed(rows, done as u64, unit.dead_rows);
         Ok(())
     }
 
@@ -685,35 +673,4 @@ impl FileSink {
         }
         Ok(())
     }
-}
-
-/// fsyncs each distinct parent directory of the given relative paths.
-fn sync_parents<'a>(out_dir: &Path, paths: impl Iterator<Item = &'a str>) -> Result<(), SinkError> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for p in paths {
-        if let Some(d) = out_dir.join(p).parent()
-            && !dirs.iter().any(|x| x == d)
-        {
-            dirs.push(d.to_owned());
-        }
-    }
-    for d in dirs {
-        crate::state::sync_dir(&d)?;
-    }
-    Ok(())
-}
-
-fn write_file(path: &Path, data: &[u8]) -> Result<(), SinkError> {
-    use std::io::Write;
-    let io = |action, source| SinkError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io("creating directory", e))?;
-    }
-    let mut f = std::fs::File::create(path).map_err(|e| io("creating", e))?;
-    f.write_all(data).map_err(|e| io("writing", e))?;
-    f.sync_all().map_err(|e| io("syncing", e))
 }

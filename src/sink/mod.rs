@@ -15,7 +15,7 @@ pub mod supersede;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
 use serde::Serialize;
@@ -26,7 +26,7 @@ use crate::engati::users::UserSpec;
 use crate::normalize::{Reject, Window};
 use crate::plan::UnitKey;
 use crate::schema::RowContext;
-use crate::state::StateError;
+use crate::state::{StateError, WatermarkMove};
 
 /// Sink failures (exit code 6).
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +153,61 @@ pub struct SinkCounters {
     pub cells: AtomicU64,
     /// Rejects committed.
     pub rejects: AtomicU64,
+}
+
+impl SinkCounters {
+    /// Adds what a unit commit made durable.
+    pub fn committed(&self, rows: u64, cells: u64, rejects: u64) {
+        self.rows.fetch_add(rows, Ordering::Relaxed);
+        self.cells.fetch_add(cells, Ordering::Relaxed);
+        self.rejects.fetch_add(rejects, Ordering::Relaxed);
+    }
+}
+
+/// The watermark moves of committed cells: each cell's user has exported its window.
+fn watermark_moves(namespace: &str, cells: &[CellRef]) -> Vec<WatermarkMove> {
+    cells
+        .iter()
+        .map(|c| WatermarkMove {
+            namespace: namespace.to_owned(),
+            user: c.user.to_string(),
+            start_ms: c.window.start_ms,
+            end_ms: c.window.end_ms,
+        })
+        .collect()
+}
+
+/// Writes a whole staged file (creating its directory) and fsyncs it.
+fn write_file(path: &Path, data: &[u8]) -> Result<(), SinkError> {
+    use std::io::Write;
+    let io = |action, source| SinkError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io("creating directory", e))?;
+    }
+    let mut f = std::fs::File::create(path).map_err(|e| io("creating", e))?;
+    f.write_all(data).map_err(|e| io("writing", e))?;
+    f.sync_all().map_err(|e| io("syncing", e))
+}
+
+/// Fsyncs the directories of `paths` (relative to `out_dir`), each once: staged files' entries
+/// must be durable before the journal refers to them.
+fn sync_parents<'a>(out_dir: &Path, paths: impl Iterator<Item = &'a str>) -> Result<(), SinkError> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if let Some(d) = out_dir.join(p).parent()
+            && !dirs.iter().any(|x| x == d)
+        {
+            dirs.push(d.to_owned());
+        }
+    }
+    for d in dirs {
+        crate::state::sync_dir(&d)?;
+    }
+    Ok(())
 }
 
 /// What a sink did, for the run report.

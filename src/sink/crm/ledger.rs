@@ -11,7 +11,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::session::{Known, Line};
-use crate::state::{StateError, StateStore};
+use crate::state::{StateError, StateStore, sql};
 
 /// A session as the ledger knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,9 @@ pub struct SessionRecord {
     /// `pending` (create sent, answer unknown) or `done`.
     pub status: String,
 }
+
+/// The columns [`record`] reads, in its order.
+const SELECT_SESSIONS: &str = "SELECT session_key, user, start_ms, end_ms, messages, body_hash, crm_ids, status FROM crm_sessions";
 
 /// The ledger of one CRM (`crm` = e.g. `hubspot:https://api.hubapi.com`).
 pub struct Ledger<'a> {
@@ -64,7 +67,7 @@ impl<'a> Ledger<'a> {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(|source| StateError::Sqlite { path, source })
+            .map_err(sql(&path))
     }
 
     /// Records contacts `(contact key, crm id, user)`.
@@ -74,10 +77,7 @@ impl<'a> Ledger<'a> {
     pub fn set_contacts(&mut self, rows: &[(String, String, String)]) -> Result<(), StateError> {
         let crm = self.crm.clone();
         let path = self.st.path().to_owned();
-        let e = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = sql(&path);
         let tx = self.st.connection().transaction().map_err(e)?;
         {
             let mut ins = tx
@@ -106,16 +106,12 @@ impl<'a> Ledger<'a> {
     ) -> Result<Vec<SessionRecord>, StateError> {
         let crm = self.crm.clone();
         let path = self.st.path().to_owned();
-        let e = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = sql(&path);
         let conn = self.st.connection();
         let mut st = conn
-            .prepare_cached(
-                "SELECT session_key, user, start_ms, end_ms, messages, body_hash, crm_ids, status FROM crm_sessions
-                 WHERE crm=?1 AND user=?2 AND start_ms <= ?4 + ?5 AND end_ms >= ?3 - ?5 ORDER BY start_ms",
-            )
+            .prepare_cached(&format!(
+                "{SELECT_SESSIONS} WHERE crm=?1 AND user=?2 AND start_ms <= ?4 + ?5 AND end_ms >= ?3 - ?5 ORDER BY start_ms"
+            ))
             .map_err(e)?;
         let rows = st
             .query_map(params![crm, user, from_ms, to_ms, gap_ms], record)
@@ -130,16 +126,12 @@ impl<'a> Ledger<'a> {
     pub fn pending(&mut self) -> Result<Vec<SessionRecord>, StateError> {
         let crm = self.crm.clone();
         let path = self.st.path().to_owned();
-        let e = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = sql(&path);
         let conn = self.st.connection();
         let mut st = conn
-            .prepare_cached(
-                "SELECT session_key, user, start_ms, end_ms, messages, body_hash, crm_ids, status FROM crm_sessions
-                 WHERE crm=?1 AND status='pending' ORDER BY user, start_ms",
-            )
+            .prepare_cached(&format!(
+                "{SELECT_SESSIONS} WHERE crm=?1 AND status='pending' ORDER BY user, start_ms"
+            ))
             .map_err(e)?;
         let rows = st.query_map(params![crm], record).map_err(e)?;
         rows.collect::<Result<_, _>>().map_err(e)
@@ -152,10 +144,7 @@ impl<'a> Ledger<'a> {
     pub fn lines(&mut self, key: &str) -> Result<Vec<Line>, StateError> {
         let crm = self.crm.clone();
         let path = self.st.path().to_owned();
-        let e = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = sql(&path);
         let conn = self.st.connection();
         let mut st = conn
             .prepare_cached(
@@ -181,10 +170,7 @@ impl<'a> Ledger<'a> {
     pub fn save(&mut self, sessions: &[(SessionRecord, Vec<Line>)]) -> Result<(), StateError> {
         let crm = self.crm.clone();
         let path = self.st.path().to_owned();
-        let e = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = sql(&path);
         let tx = self.st.connection().transaction().map_err(e)?;
         {
             let mut up = tx
@@ -236,17 +222,14 @@ impl<'a> Ledger<'a> {
                 [&crm],
                 |r| r.get(0),
             )
-            .map_err(|source| StateError::Sqlite {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(sql(&path))?;
         let s: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM crm_sessions WHERE crm=?1",
                 [&crm],
                 |r| r.get(0),
             )
-            .map_err(|source| StateError::Sqlite { path, source })?;
+            .map_err(sql(&path))?;
         Ok((c as u64, s as u64))
     }
 }

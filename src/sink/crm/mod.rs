@@ -33,11 +33,14 @@ use self::http::{CrmError, CrmHttp};
 use self::ledger::{Ledger, SessionRecord};
 use self::session::{Line, MessageView, Session, Style};
 use super::files::SinkOutcome;
-use super::{SinkCounters, SinkError, SinkMsg, SinkReport, UnitInfo, dead_letter};
+use super::{
+    SinkCounters, SinkError, SinkMsg, SinkReport, UnitInfo, dead_letter, sync_parents,
+    watermark_moves, write_file,
+};
 use crate::engati::users::UserSpec;
 use crate::schema;
 use crate::secret::Secret;
-use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore, WatermarkMove};
+use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore};
 
 /// Which CRM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -827,15 +830,7 @@ impl CrmSink {
             ..Default::default()
         };
         if let Some(ns) = &self.config.watermark_namespace {
-            plan.watermarks = unit.info.cells[..done]
-                .iter()
-                .map(|c| WatermarkMove {
-                    namespace: ns.clone(),
-                    user: c.user.to_string(),
-                    start_ms: c.window.start_ms,
-                    end_ms: c.window.end_ms,
-                })
-                .collect();
+            plan.watermarks = watermark_moves(ns, &unit.info.cells[..done]);
         }
         if !unit.dead.is_empty() {
             let stem = format!(
@@ -844,19 +839,9 @@ impl CrmSink {
             );
             let staged = format!("_dead_letter/.{stem}.jsonl.{}{STAGED_SUFFIX}", self.run8);
             let fin = format!("_dead_letter/{stem}.jsonl");
-            let abs = self.config.out_dir.join(&staged);
-            if let Some(d) = abs.parent() {
-                std::fs::create_dir_all(d).map_err(|source| SinkError::Io {
-                    action: "creating directory",
-                    path: d.to_owned(),
-                    source,
-                })?;
-            }
-            std::fs::write(&abs, &unit.dead).map_err(|source| SinkError::Io {
-                action: "writing",
-                path: abs.clone(),
-                source,
-            })?;
+            // Durable (file and directory entry) before the journal refers to it.
+            write_file(&self.config.out_dir.join(&staged), &unit.dead)?;
+            sync_parents(&self.config.out_dir, std::iter::once(staged.as_str()))?;
             plan.adds.push((staged, fin.clone()));
             plan.records.push(FileRecord {
                 path: fin,
@@ -880,15 +865,10 @@ impl CrmSink {
         )?;
         self.report.rejects_written += unit.dead_rows;
         self.report.rows_written += delivered;
-        self.counters.rows.fetch_add(delivered, Ordering::Relaxed);
         self.report.units_committed += 1;
         self.report.cells_committed += done as u64;
         self.counters
-            .cells
-            .fetch_add(done as u64, Ordering::Relaxed);
-        self.counters
-            .rejects
-            .fetch_add(unit.dead_rows, Ordering::Relaxed);
+            .committed(delivered, done as u64, unit.dead_rows);
         Ok(())
     }
 
