@@ -21,28 +21,8 @@ use serde::Deserialize;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128, xxh3_128_with_seed};
 
 use crate::engati::wire::{Text, WireMessage, parse_timestamp, raw_as_text};
+use crate::model::Window;
 use crate::schema::{MessageBatchBuilder, MessageRow, RowContext};
-
-/// Half-open time window `[start_ms, end_ms)`, ms since epoch UTC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Window {
-    /// Inclusive start.
-    pub start_ms: i64,
-    /// Exclusive end.
-    pub end_ms: i64,
-}
-
-impl Window {
-    /// True when `t` is inside `[start, end)`.
-    pub fn contains(&self, t: i64) -> bool {
-        self.start_ms <= t && t < self.end_ms
-    }
-
-    /// True when the two windows share at least one millisecond.
-    pub fn overlaps(&self, other: &Window) -> bool {
-        self.start_ms < other.end_ms && other.start_ms < self.end_ms
-    }
-}
 
 /// A message that could not be normalized: goes to the dead-letter file with its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]

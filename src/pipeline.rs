@@ -27,8 +27,9 @@ use tokio::sync::mpsc;
 use crate::engati::client::{Client, ClientBuildError, ClientConfig, Page};
 use crate::engati::error::{ApiError, RequestError};
 use crate::engati::provider::Provider;
-use crate::engati::users::{self, AttributeFilter, UserSpec, UsersFileError};
-use crate::normalize::{PageNormalizer, Window};
+use crate::engati::users::{self, AttributeFilter, UsersFileError};
+use crate::model::{User, Window};
+use crate::normalize::PageNormalizer;
 use crate::plan::{Plan, Unit};
 use crate::report::{
     CellCounts, MessageCounts, ReportOptions, RequestCounts, RunReport, RunStatus,
@@ -348,7 +349,7 @@ async fn run_inner(
         None => None,
     };
 
-    let users: Vec<UserSpec> = match &spec.users {
+    let users: Vec<User> = match &spec.users {
         UsersSource::Filters(filters) => users::list_users(&client, filters)
             .await
             .map_err(|e| fail(e.into()))?,
@@ -1004,7 +1005,7 @@ fn units_release(units: &mut [Arc<UnitInfo>], i: usize) {
 /// window.
 async fn fetch_cell(
     shared: Arc<Shared>,
-    users: Arc<Vec<UserSpec>>,
+    users: Arc<Vec<User>>,
     user: usize,
     window: Window,
     seq: u64,

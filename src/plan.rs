@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use xxhash_rust::xxh3::Xxh3Default;
 
-use crate::engati::users::UserSpec;
-use crate::normalize::Window;
+use crate::model::User;
+use crate::model::Window;
 use crate::time::{DAY_MS, date_string};
 
 /// One user's window.
@@ -47,7 +47,7 @@ pub struct Unit {
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// Users to export, sorted by `channel_user_id`.
-    pub users: Arc<Vec<UserSpec>>,
+    pub users: Arc<Vec<User>>,
     /// Per user (same index): start of its range, ms since epoch UTC (inclusive).
     pub from_ms: Arc<Vec<i64>>,
     /// End of every user's range (exclusive), ms since epoch UTC.
@@ -61,7 +61,7 @@ pub struct Plan {
 impl Plan {
     /// A plan where every user has the same range `[since_ms, until_ms)`.
     pub fn uniform(
-        users: Vec<UserSpec>,
+        users: Vec<User>,
         since_ms: i64,
         until_ms: i64,
         window_ms: i64,
@@ -160,7 +160,7 @@ impl Iterator for Units<'_> {
 
 /// `YYYYMMDDTHHMM-<12 hex>`: the grid window start and a hash of the cells (user ids and
 /// their clipped windows).
-fn unit_key(g: Window, cells: &[Cell], users: &[UserSpec]) -> UnitKey {
+fn unit_key(g: Window, cells: &[Cell], users: &[User]) -> UnitKey {
     let mut h = Xxh3Default::new();
     h.update(&g.start_ms.to_le_bytes());
     h.update(&g.end_ms.to_le_bytes());
@@ -185,9 +185,9 @@ fn unit_key(g: Window, cells: &[Cell], users: &[UserSpec]) -> UnitKey {
 mod tests {
     use super::*;
 
-    fn users(n: usize) -> Vec<UserSpec> {
+    fn users(n: usize) -> Vec<User> {
         (0..n)
-            .map(|i| UserSpec {
+            .map(|i| User {
                 channel_user_id: format!("u{i:03}"),
                 channel: None,
                 user_name: None,

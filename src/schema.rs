@@ -16,6 +16,8 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
+use crate::model::ExportedUser;
+
 /// `message_id`: 32 hex chars, xxh3-128 of (bot, channel user, sent_at, sender, type, content,
 /// occurrence index). Stable across runs; distinct messages never share one.
 pub const MESSAGE_ID: &str = "message_id";
@@ -326,25 +328,6 @@ fn renew_ts(b: &mut TimestampMillisecondBuilder, rows: usize) -> ArrayRef {
     Arc::new(std::mem::replace(b, fresh).finish())
 }
 
-/// One row of the `users` table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRow {
-    /// See [`CHANNEL_USER_ID`].
-    pub channel_user_id: String,
-    /// See [`CHANNEL`].
-    pub channel: Option<String>,
-    /// See [`USER_NAME`].
-    pub user_name: Option<String>,
-    /// Attribute name -> value, in the API's order.
-    pub attributes: Vec<(String, String)>,
-    /// The `NAME=VALUE` filters that selected this user (empty for a users file).
-    pub matched_filters: Vec<String>,
-    /// The run that last exported the user.
-    pub run_id: String,
-    /// That run's start, ms since epoch UTC.
-    pub extracted_at_ms: i64,
-}
-
 /// Builds `users` table batches.
 pub struct UsersBatchBuilder {
     channel_user_id: StringBuilder,
@@ -392,7 +375,8 @@ impl UsersBatchBuilder {
     }
 
     /// Appends one user.
-    pub fn append(&mut self, cx: &RowContext, u: &UserRow) {
+    pub fn append(&mut self, cx: &RowContext, row: &ExportedUser) {
+        let u = &row.user;
         self.channel_user_id.append_value(&u.channel_user_id);
         self.channel.append_option(u.channel.as_deref());
         self.user_name.append_option(u.user_name.as_deref());
@@ -410,8 +394,8 @@ impl UsersBatchBuilder {
         self.provider.append_value(&*cx.provider);
         self.customer_id.append_value(&*cx.customer_id);
         self.bot_key.append_value(&*cx.bot_key);
-        self.run_id.append_value(&u.run_id);
-        self.extracted_at.append_value(u.extracted_at_ms);
+        self.run_id.append_value(&row.run_id);
+        self.extracted_at.append_value(row.extracted_at_ms);
     }
 
     /// Takes the rows as a `RecordBatch` with [`users_schema`].
@@ -436,6 +420,7 @@ impl UsersBatchBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::User;
 
     fn cx() -> RowContext {
         RowContext {
@@ -486,12 +471,14 @@ mod tests {
         let mut b = UsersBatchBuilder::new();
         b.append(
             &cx(),
-            &UserRow {
-                channel_user_id: "9195".into(),
-                channel: Some("whatsapp".into()),
-                user_name: None,
-                attributes: vec![("feedback".into(), "1".into())],
-                matched_filters: vec!["feedback=1".into()],
+            &ExportedUser {
+                user: User {
+                    channel_user_id: "9195".into(),
+                    channel: Some("whatsapp".into()),
+                    user_name: None,
+                    attributes: vec![("feedback".into(), "1".into())],
+                    matched_filters: vec!["feedback=1".into()],
+                },
                 run_id: "r1".into(),
                 extracted_at_ms: 5,
             },

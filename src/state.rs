@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use crate::model::{ExportedUser, User};
+
 /// State store errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -217,25 +219,6 @@ pub struct WatermarkMove {
     pub start_ms: i64,
     /// Its end (exclusive).
     pub end_ms: i64,
-}
-
-/// A user row stored for the `users` table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredUser {
-    /// Channel-user id.
-    pub user: String,
-    /// Channel.
-    pub channel: Option<String>,
-    /// Name.
-    pub user_name: Option<String>,
-    /// Attributes.
-    pub attributes: Vec<(String, String)>,
-    /// Filters that matched.
-    pub matched_filters: Vec<String>,
-    /// Run that last exported the user.
-    pub run_id: String,
-    /// That run's start (ms since epoch UTC).
-    pub extracted_ms: i64,
 }
 
 /// A row of the run history.
@@ -764,7 +747,7 @@ impl StateStore {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn upsert_users(&mut self, users: &[StoredUser]) -> Result<(), StateError> {
+    pub fn upsert_users(&mut self, users: &[ExportedUser]) -> Result<(), StateError> {
         let path = self.path.clone();
         let e = sql(&path);
         let tx = self.conn.transaction().map_err(&e)?;
@@ -779,14 +762,15 @@ impl StateStore {
                 )
                 .map_err(&e)?;
             for u in users {
+                let user = &u.user;
                 st.execute(params![
-                    u.user,
-                    u.channel,
-                    u.user_name,
-                    serde_json::to_string(&u.attributes).unwrap_or_default(),
-                    serde_json::to_string(&u.matched_filters).unwrap_or_default(),
+                    user.channel_user_id,
+                    user.channel,
+                    user.user_name,
+                    serde_json::to_string(&user.attributes).unwrap_or_default(),
+                    serde_json::to_string(&user.matched_filters).unwrap_or_default(),
                     u.run_id,
-                    u.extracted_ms
+                    u.extracted_at_ms
                 ])
                 .map_err(&e)?;
             }
@@ -798,10 +782,14 @@ impl StateStore {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn users(&self) -> Result<Vec<StoredUser>, StateError> {
+    pub fn users(&self) -> Result<Vec<ExportedUser>, StateError> {
         let mut all = Vec::new();
         loop {
-            let page = self.users_page(all.last().map(|u: &StoredUser| u.user.as_str()), 10_000)?;
+            let page = self.users_page(
+                all.last()
+                    .map(|u: &ExportedUser| u.user.channel_user_id.as_str()),
+                10_000,
+            )?;
             if page.is_empty() {
                 return Ok(all);
             }
@@ -817,7 +805,7 @@ impl StateStore {
         &self,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<StoredUser>, StateError> {
+    ) -> Result<Vec<ExportedUser>, StateError> {
         let mut st = self
             .conn
             .prepare_cached(
@@ -829,14 +817,16 @@ impl StateStore {
             .query_map(params![after, limit as i64], |r| {
                 let attrs: String = r.get(3)?;
                 let matched: String = r.get(4)?;
-                Ok(StoredUser {
-                    user: r.get(0)?,
-                    channel: r.get(1)?,
-                    user_name: r.get(2)?,
-                    attributes: serde_json::from_str(&attrs).unwrap_or_default(),
-                    matched_filters: serde_json::from_str(&matched).unwrap_or_default(),
+                Ok(ExportedUser {
+                    user: User {
+                        channel_user_id: r.get(0)?,
+                        channel: r.get(1)?,
+                        user_name: r.get(2)?,
+                        attributes: serde_json::from_str(&attrs).unwrap_or_default(),
+                        matched_filters: serde_json::from_str(&matched).unwrap_or_default(),
+                    },
                     run_id: r.get(5)?,
-                    extracted_ms: r.get(6)?,
+                    extracted_at_ms: r.get(6)?,
                 })
             })
             .map_err(sql(&self.path))?;

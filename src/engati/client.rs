@@ -14,16 +14,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::RngExt;
 use reqwest::Url;
-use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
 use tokio::sync::Semaphore;
 
 use super::error::{ApiError, RequestError};
-use super::wire::{self, UsersKeys, WireUser};
+use super::wire::{self, UsersKeys};
+use crate::model::User;
 use crate::secret::Secret;
 
 /// Client settings (validated by `config`).
@@ -246,7 +246,7 @@ impl Client {
     /// # Errors
     /// [`RequestError`] after retries, or at once for non-retryable errors (401/403, 400,
     /// unknown body shape).
-    pub async fn users(&self, name: &str, value: &str) -> Result<Vec<WireUser>, RequestError> {
+    pub async fn users(&self, name: &str, value: &str) -> Result<Vec<User>, RequestError> {
         let mut url = self.url(&["users"]);
         url.query_pairs_mut()
             .append_pair("attribute_name", name)
@@ -338,12 +338,7 @@ impl Client {
             })?;
         let status = resp.status().as_u16();
         inner.stats.record_status(status);
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = crate::retry::retry_after(resp.headers(), std::time::SystemTime::now());
         // Into an exactly sized buffer of our own: a chunk handed up by the HTTP client can
         // share (and so keep alive) a read buffer several times its size, and pages wait in
         // the lookahead, so what they pin would escape the byte budget.
@@ -392,16 +387,13 @@ impl Client {
         let cfg = &self.inner.config;
         let stats = &self.inner.stats;
         let attempts = std::sync::atomic::AtomicU32::new(1);
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(cfg.backoff_min)
-            .with_max_delay(cfg.backoff_max)
-            .with_max_times(cfg.max_retries);
+        let backoff = crate::retry::backoff(cfg.backoff_min, cfg.backoff_max, cfg.max_retries);
         let result = op
             .retry(backoff)
             .when(ApiError::is_retryable)
             .adjust(|err: &ApiError, delay| {
                 let delay = delay?;
-                Some(retry_delay(delay, err.retry_after()))
+                Some(crate::retry::delay(delay, err.retry_after()))
             })
             .notify(|err: &ApiError, delay| {
                 attempts.fetch_add(1, Ordering::Relaxed);
@@ -431,36 +423,4 @@ fn segment(s: &str) -> percent_encoding::PercentEncode<'_> {
 
 fn what_or(user: &str) -> String {
     format!("Conversations API, user {user}")
-}
-
-/// The wait before the next attempt: full jitter (uniform in `[0, backoff]`, AWS's "full
-/// jitter") unless the server asked for `Retry-After`, which is honoured with up to 10% added
-/// so that throttled tasks do not return in lockstep.
-pub fn retry_delay(backoff: Duration, retry_after: Option<Duration>) -> Duration {
-    let mut rng = rand::rng();
-    match retry_after {
-        Some(ra) => {
-            let extra_ms = (ra.as_millis() as u64 / 10).max(1);
-            ra + Duration::from_millis(rng.random_range(0..=extra_ms))
-        }
-        None => {
-            let ms = backoff.as_millis() as u64;
-            Duration::from_millis(rng.random_range(0..=ms))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_is_a_floor_and_backoff_is_fully_jittered() {
-        for _ in 0..200 {
-            let d = retry_delay(Duration::from_millis(800), None);
-            assert!(d <= Duration::from_millis(800));
-            let d = retry_delay(Duration::from_millis(100), Some(Duration::from_secs(2)));
-            assert!(d >= Duration::from_secs(2) && d <= Duration::from_millis(2200));
-        }
-    }
 }

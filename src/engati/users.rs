@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::client::Client;
 use super::error::RequestError;
+use crate::model::User;
 
 /// `NAME=VALUE`: users whose attribute `NAME` equals `VALUE` (engati-api.md, "Users API").
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,21 +42,6 @@ impl std::str::FromStr for AttributeFilter {
     }
 }
 
-/// A user to export.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserSpec {
-    /// Channel-user id (path parameter of the Conversations API).
-    pub channel_user_id: String,
-    /// Channel, when known.
-    pub channel: Option<String>,
-    /// Display name, when known.
-    pub user_name: Option<String>,
-    /// Attributes, as the API listed them.
-    pub attributes: Vec<(String, String)>,
-    /// The filters that matched (`NAME=VALUE`), in filter order.
-    pub matched_filters: Vec<String>,
-}
-
 /// Lists users matching any of `filters` (a union; each user once, first listing wins for its
 /// fields; `matched_filters` collects every filter that listed them). Sorted by id.
 ///
@@ -64,19 +50,11 @@ pub struct UserSpec {
 pub async fn list_users(
     client: &Client,
     filters: &[AttributeFilter],
-) -> Result<Vec<UserSpec>, RequestError> {
-    let mut by_id: BTreeMap<String, UserSpec> = BTreeMap::new();
+) -> Result<Vec<User>, RequestError> {
+    let mut by_id: BTreeMap<String, User> = BTreeMap::new();
     for f in filters {
         for u in client.users(&f.name, &f.value).await? {
-            let entry = by_id
-                .entry(u.channel_user_id.clone())
-                .or_insert_with(|| UserSpec {
-                    channel_user_id: u.channel_user_id,
-                    channel: u.channel,
-                    user_name: u.user_name,
-                    attributes: u.attributes,
-                    matched_filters: Vec::new(),
-                });
+            let entry = by_id.entry(u.channel_user_id.clone()).or_insert(u);
             let label = f.to_string();
             if !entry.matched_filters.contains(&label) {
                 entry.matched_filters.push(label);
@@ -126,7 +104,7 @@ const ID_HEADERS: [&str; 5] = ["channel_user_id", "channeluserid", "user_id", "p
 ///
 /// # Errors
 /// [`UsersFileError`] naming the file and line.
-pub fn read_users_file(path: &Path) -> Result<Vec<UserSpec>, UsersFileError> {
+pub fn read_users_file(path: &Path) -> Result<Vec<User>, UsersFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| UsersFileError::Io {
         path: path.to_owned(),
         source,
@@ -140,7 +118,7 @@ pub fn read_users_file(path: &Path) -> Result<Vec<UserSpec>, UsersFileError> {
     let mut id_col = 0usize;
     let mut channel_col = None;
     let mut name_col = None;
-    let mut by_id: BTreeMap<String, UserSpec> = BTreeMap::new();
+    let mut by_id: BTreeMap<String, User> = BTreeMap::new();
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| UsersFileError::Csv {
             path: path.to_owned(),
@@ -167,7 +145,7 @@ pub fn read_users_file(path: &Path) -> Result<Vec<UserSpec>, UsersFileError> {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         };
-        by_id.entry(id.to_owned()).or_insert_with(|| UserSpec {
+        by_id.entry(id.to_owned()).or_insert_with(|| User {
             channel_user_id: id.to_owned(),
             channel: get(channel_col),
             user_name: get(name_col),

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::model::User;
 use crate::time::{DAY_MS, days_from_civil, days_in_month};
 
 /// Why a response body could not be read.
@@ -437,19 +438,6 @@ pub fn parse_datetime(s: &str) -> Result<i64, TimestampError> {
     Ok(local_ms - offset_min * 60_000)
 }
 
-/// A user as the Users API lists them, after the tolerant read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WireUser {
-    /// The channel-user id (for WhatsApp, the phone number in digits).
-    pub channel_user_id: String,
-    /// The channel (`whatsapp`, `web`, ...), when given.
-    pub channel: Option<String>,
-    /// Display name, when given.
-    pub user_name: Option<String>,
-    /// Attributes as text (`key -> value`; non-string JSON values are rendered as JSON text).
-    pub attributes: Vec<(String, String)>,
-}
-
 /// Key names the tolerant Users reader tries (engati-api.md, "Users API").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsersKeys {
@@ -481,7 +469,7 @@ impl Default for UsersKeys {
 /// # Errors
 /// [`DecodeError::Syntax`] for non-JSON bodies; [`DecodeError::Shape`] naming the JSON path,
 /// the keys looked for and what was found (never an empty list for a shape we don't know).
-pub fn parse_users(body: &[u8], keys: &UsersKeys) -> Result<Vec<WireUser>, DecodeError> {
+pub fn parse_users(body: &[u8], keys: &UsersKeys) -> Result<Vec<User>, DecodeError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| DecodeError::syntax(&e, body.len()))?;
     let (path, list) = find_user_list(&value, keys)?;
@@ -516,11 +504,12 @@ pub fn parse_users(body: &[u8], keys: &UsersKeys) -> Result<Vec<WireUser>, Decod
                 .collect(),
             _ => Vec::new(),
         };
-        users.push(WireUser {
+        users.push(User {
             channel_user_id: id,
             channel: text_of(&["channel", "channelName", "platform"]),
             user_name: text_of(&["user_name", "userName", "name"]),
             attributes,
+            matched_filters: Vec::new(),
         });
     }
     Ok(users)

@@ -5,7 +5,8 @@
 
 use serde::Serialize;
 
-use crate::normalize::{Reject, Window};
+use crate::model::Window;
+use crate::normalize::Reject;
 
 /// One dead-letter line.
 #[derive(Debug, Serialize)]

@@ -27,9 +27,11 @@ use super::{
     SinkCounters, SinkError, SinkMsg, SinkReport, UnitInfo, dead_letter, sync_parents,
     watermark_moves, write_file,
 };
-use crate::normalize::{Reject, Window};
+use crate::model::ExportedUser;
+use crate::model::Window;
+use crate::normalize::Reject;
 use crate::schema::{self, UsersBatchBuilder, messages_schema, users_schema};
-use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore, StoredUser};
+use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore};
 use crate::time::{DAY_MS, date_string, day_of};
 
 /// Arrow memory, bytes, that a unit whose window spans several UTC days may hold in rows
@@ -565,21 +567,17 @@ impl FileSink {
 
     fn write_users(
         &mut self,
-        users: &[crate::engati::users::UserSpec],
+        users: &[crate::model::User],
         cx: &schema::RowContext,
     ) -> Result<(), SinkError> {
         // In pages: a million users never sit in memory twice.
         for chunk in users.chunks(10_000) {
-            let stored: Vec<StoredUser> = chunk
+            let stored: Vec<ExportedUser> = chunk
                 .iter()
-                .map(|u| StoredUser {
-                    user: u.channel_user_id.clone(),
-                    channel: u.channel.clone(),
-                    user_name: u.user_name.clone(),
-                    attributes: u.attributes.clone(),
-                    matched_filters: u.matched_filters.clone(),
+                .map(|u| ExportedUser {
+                    user: u.clone(),
                     run_id: cx.run_id.to_string(),
-                    extracted_ms: cx.extracted_at_ms,
+                    extracted_at_ms: cx.extracted_at_ms,
                 })
                 .collect();
             self.state.upsert_users(&stored)?;
@@ -605,29 +603,19 @@ impl FileSink {
         loop {
             let page = self.state.users_page(after.as_deref(), 10_000)?;
             let Some(tail) = page.last() else { break };
-            after = Some(tail.user.clone());
+            after = Some(tail.user.channel_user_id.clone());
             let mut b = UsersBatchBuilder::new();
             for u in page {
-                hasher.update(u.user.as_bytes());
+                let id = &u.user.channel_user_id;
+                hasher.update(id.as_bytes());
                 hasher.update(&[0]);
                 hasher.update(u.run_id.as_bytes());
                 hasher.update(&[0]);
                 if first.is_none() {
-                    first = Some(u.user.clone());
+                    first = Some(id.clone());
                 }
-                last = Some(u.user.clone());
-                b.append(
-                    cx,
-                    &schema::UserRow {
-                        channel_user_id: u.user,
-                        channel: u.channel,
-                        user_name: u.user_name,
-                        attributes: u.attributes,
-                        matched_filters: u.matched_filters,
-                        run_id: u.run_id,
-                        extracted_at_ms: u.extracted_ms,
-                    },
-                );
+                last = Some(id.clone());
+                b.append(cx, &u);
             }
             w.write(&b.finish())?;
         }

@@ -22,8 +22,9 @@ use serde::Serialize;
 
 pub use part::{Encoding, Format};
 
-use crate::engati::users::UserSpec;
-use crate::normalize::{Reject, Window};
+use crate::model::User;
+use crate::model::Window;
+use crate::normalize::Reject;
 use crate::plan::UnitKey;
 use crate::schema::RowContext;
 use crate::state::{StateError, WatermarkMove};
@@ -138,7 +139,7 @@ pub enum SinkMsg {
     /// Record these users and rewrite the `users` table.
     WriteUsers {
         /// The run's users.
-        users: Arc<Vec<UserSpec>>,
+        users: Arc<Vec<User>>,
         /// Shared column values.
         cx: RowContext,
     },

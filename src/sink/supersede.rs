@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::SinkError;
 use super::part::{Encoding, PartWriter};
-use crate::normalize::Window;
+use crate::model::Window;
 use crate::schema;
 use crate::state::FileRecord;
 
@@ -193,8 +193,8 @@ fn jsonl_mask(path: &Path, cells: &CellMap<'_>) -> Result<Vec<bool>, SinkError> 
     for_each_line(path, |line| {
         let k: MessageKey<'_> =
             serde_json::from_str(line).map_err(|_| SinkError::Foreign(path.to_owned()))?;
-        let t = crate::engati::wire::parse_datetime(&k.sent_at)
-            .map_err(|_| SinkError::Foreign(path.to_owned()))?;
+        let t = crate::time::parse_rfc3339_ms(&k.sent_at)
+            .ok_or_else(|| SinkError::Foreign(path.to_owned()))?;
         Ok(cells
             .get(k.channel_user_id.as_ref())
             .is_some_and(|w| w.contains(t)))

@@ -6,12 +6,11 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 
-use crate::engati::client::retry_delay;
 use crate::secret::Secret;
 
 /// Why a CRM call failed for good.
@@ -182,7 +181,7 @@ impl CrmHttp {
             };
             let status = resp.status();
             self.count(status.as_u16().to_string());
-            let after = retry_after(resp.headers());
+            let after = crate::retry::retry_after(resp.headers(), std::time::SystemTime::now());
             let low = budget_low(resp.headers());
             let bytes = resp.bytes().await.map_err(|e| Attempt::Retry {
                 detail: e.to_string(),
@@ -222,16 +221,17 @@ impl CrmHttp {
                 }),
             }
         };
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(250))
-            .with_max_delay(Duration::from_secs(60))
-            .with_max_times(self.max_retries);
+        let backoff = crate::retry::backoff(
+            Duration::from_millis(250),
+            Duration::from_secs(60),
+            self.max_retries,
+        );
         op.retry(backoff)
             .when(|e| matches!(e, Attempt::Retry { .. }))
             .adjust(|e, d| {
                 let d = d?;
                 Some(match e {
-                    Attempt::Retry { after, .. } => retry_delay(d, *after),
+                    Attempt::Retry { after, .. } => crate::retry::delay(d, *after),
                     Attempt::Fatal(_) => d,
                 })
             })
@@ -255,13 +255,6 @@ impl CrmHttp {
             detail: detail.into(),
         }
     }
-}
-
-fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    h.get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
 }
 
 /// HubSpot's `X-HubSpot-RateLimit-Remaining` / `-Interval-Milliseconds`: when one or no

@@ -37,7 +37,7 @@ use super::{
     SinkCounters, SinkError, SinkMsg, SinkReport, UnitInfo, dead_letter, sync_parents,
     watermark_moves, write_file,
 };
-use crate::engati::users::UserSpec;
+use crate::model::User;
 use crate::schema;
 use crate::secret::Secret;
 use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore};
@@ -97,7 +97,7 @@ pub struct CrmSinkConfig {
     /// Watermark namespace for incremental runs.
     pub watermark_namespace: Option<String>,
     /// The run's users (names, channels, attributes).
-    pub users: Arc<Vec<UserSpec>>,
+    pub users: Arc<Vec<User>>,
     /// Request timeout.
     pub timeout: Duration,
     /// Retries per request.
