@@ -27,6 +27,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod engati;
+pub mod error;
+pub mod hooks;
 pub mod model;
 pub mod normalize;
 pub mod pipeline;

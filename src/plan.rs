@@ -17,6 +17,55 @@ use crate::model::User;
 use crate::model::Window;
 use crate::time::{DAY_MS, date_string};
 
+/// Which range a run exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A fixed range `[since_ms, until_ms)` (export, fixed pipelines, backfill), ms since
+    /// epoch UTC.
+    Range {
+        /// Start, ms since epoch UTC (inclusive).
+        since_ms: i64,
+        /// End, ms since epoch UTC (exclusive).
+        until_ms: i64,
+    },
+    /// Per user from its watermark minus `lookback_ms` (or `start_ms` for a new user) to
+    /// `until_ms`.
+    Incremental {
+        /// Where a new user's history starts, ms since epoch UTC.
+        start_ms: i64,
+        /// Re-read this much before the watermark, for late messages, ms.
+        lookback_ms: i64,
+        /// End, ms since epoch UTC (exclusive).
+        until_ms: i64,
+    },
+}
+
+impl Mode {
+    /// The end of every user's range, ms since epoch UTC (exclusive).
+    pub fn until_ms(&self) -> i64 {
+        match *self {
+            Mode::Range { until_ms, .. } | Mode::Incremental { until_ms, .. } => until_ms,
+        }
+    }
+
+    /// The range's start as configured (`since` or the incremental `start`), ms since epoch.
+    pub fn start_ms(&self) -> i64 {
+        match *self {
+            Mode::Range { since_ms, .. } => since_ms,
+            Mode::Incremental { start_ms, .. } => start_ms,
+        }
+    }
+}
+
+/// The range of a run, validated (`config::range`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeSpec {
+    /// Fixed or incremental.
+    pub mode: Mode,
+    /// Window length (the grid step), ms.
+    pub window_ms: i64,
+}
+
 /// One user's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cell {

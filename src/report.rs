@@ -147,7 +147,7 @@ pub struct RunReport {
 
 impl RunReport {
     /// The exit code for this outcome (0, 1 or 130; failures carry their own code).
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> u8 {
         match self.status {
             RunStatus::Succeeded => 0,
             RunStatus::CompletedWithRejects => 1,

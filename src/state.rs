@@ -128,31 +128,6 @@ CREATE TABLE IF NOT EXISTS watermarks(
   run_id TEXT,
   end_before_run INTEGER,
   PRIMARY KEY(namespace, user)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS crm_contacts(
-  crm TEXT NOT NULL,
-  contact_key TEXT NOT NULL,
-  crm_id TEXT NOT NULL,
-  user TEXT NOT NULL,
-  PRIMARY KEY(crm, contact_key)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS crm_sessions(
-  crm TEXT NOT NULL,
-  session_key TEXT NOT NULL,
-  user TEXT NOT NULL,
-  start_ms INTEGER NOT NULL,
-  end_ms INTEGER NOT NULL,
-  messages INTEGER NOT NULL,
-  body_hash TEXT NOT NULL,
-  crm_ids TEXT NOT NULL,
-  status TEXT NOT NULL,
-  PRIMARY KEY(crm, session_key)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS crm_sessions_by_user ON crm_sessions(crm, user, start_ms);
-CREATE TABLE IF NOT EXISTS crm_lines(
-  crm TEXT NOT NULL,
-  session_key TEXT NOT NULL,
-  message_id TEXT NOT NULL,
-  sent_at_ms INTEGER NOT NULL,
-  line TEXT NOT NULL,
-  PRIMARY KEY(crm, session_key, message_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users(
   user TEXT PRIMARY KEY,
   channel TEXT,
@@ -252,7 +227,6 @@ pub struct StateStore {
     conn: Connection,
     path: PathBuf,
     _lock: File,
-    crash_after_journal: Option<u64>,
 }
 
 /// Maps a SQLite error to [`StateError::Sqlite`] naming the store's file.
@@ -335,18 +309,11 @@ impl StateStore {
             conn,
             path,
             _lock: lock,
-            crash_after_journal: None,
         })
     }
 
-    /// Fault injection for crash tests: abort the process right after the `n`-th journaled
-    /// commit's transaction, before its files are renamed (recovery must finish it).
-    pub fn crash_after_journal(&mut self, n: u64) {
-        self.crash_after_journal = Some(n);
-    }
-
     /// The SQLite connection, for modules that keep their own tables in the store (the CRM
-    /// ledger). Every table is created by [`StateStore::open`].
+    /// ledger, which creates its own tables next to its queries).
     pub fn connection(&mut self) -> &mut Connection {
         &mut self.conn
     }
@@ -473,14 +440,9 @@ impl StateStore {
             advance_watermarks(&tx, run_id, &plan.watermarks).map_err(&e)?;
         }
         tx.commit().map_err(&e)?;
-        if let Some(n) = self.crash_after_journal.as_mut() {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                // Fault injection for crash tests: die between the journal and the renames.
-                eprintln!("engati-etl: crash injected after a journaled commit");
-                std::process::abort();
-            }
-        }
+        fail::fail_point!("state::after_journal", |_| crate::hooks::crash(
+            "after a journaled commit"
+        ));
         self.apply(id, plan, out_dir)?;
         Ok(id)
     }
@@ -513,6 +475,9 @@ impl StateStore {
             {
                 dirs.push(p.to_owned());
             }
+            fail::fail_point!("state::mid_apply", |_| crate::hooks::crash(
+                "in the middle of a commit's renames"
+            ));
         }
         let finals: std::collections::HashSet<&str> =
             plan.adds.iter().map(|(_, f)| f.as_str()).collect();

@@ -1,91 +1,57 @@
 //! `state show` and `state reset`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use super::print_error;
 use crate::cli::{StateCmd, StateTarget};
 use crate::config::PipelineFile;
+use crate::error::Error;
 use crate::report::human_bytes;
 use crate::state::StateStore;
 use crate::time::{parse_user_instant, rfc3339_ms};
 
 /// Resolves (output dir, state dir) from a pipeline file or flags.
-fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf), String> {
+fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf), Error> {
     let (mut out, mut state) = (t.out.clone(), t.state_dir.clone());
     if let Some(p) = &t.pipeline {
-        let f = PipelineFile::load(p).map_err(|e| e.to_string())?;
+        let f = PipelineFile::load(p)?;
         out = out.or(f.sink.out);
         state = state.or(f.sink.state_dir);
     }
-    let out = out.ok_or("say which state: a PIPELINE.toml, --out DIR or --state-dir DIR")?;
+    let usage = |m: String| Error::Usage(m);
+    let out = out.ok_or_else(|| {
+        usage("say which state: a PIPELINE.toml, --out DIR or --state-dir DIR".into())
+    })?;
     if out.as_os_str() == "-" {
-        return Err("an export to stdout (--out -) keeps no state".into());
+        return Err(usage("an export to stdout (--out -) keeps no state".into()));
     }
     let state = state.unwrap_or_else(|| out.join("_state"));
     if !state.join("state.sqlite3").exists() {
-        return Err(format!(
+        return Err(usage(format!(
             "no state at {} (nothing has run with this output yet)",
             state.display()
-        ));
+        )));
     }
     Ok((out, state))
 }
 
 /// `engati-etl state show|reset ...`.
-pub fn state(cmd: StateCmd) -> i32 {
+///
+/// # Errors
+/// [`Error::Usage`] when no state is found; [`Error::State`].
+pub fn state(cmd: StateCmd) -> Result<ExitCode, Error> {
     let target = match &cmd {
         StateCmd::Show(a) => &a.target,
         StateCmd::Reset(a) => &a.target,
     };
-    let (out, dir) = match locate(target) {
-        Ok(x) => x,
-        Err(e) => {
-            print_error(&e);
-            return 2;
-        }
-    };
-    let mut st = match StateStore::open(&dir).and_then(|mut s| s.recover(&out).map(|_| s)) {
-        Ok(s) => s,
-        Err(e) => {
-            print_error(&e);
-            return if matches!(e, crate::state::StateError::Locked(_)) {
-                2
-            } else {
-                6
-            };
-        }
-    };
-    let result = match cmd {
-        StateCmd::Show(a) => show(&st, &out, a.user.as_deref(), a.runs, a.json),
-        StateCmd::Reset(a) => reset(&mut st, a.user.as_deref(), a.to.as_deref(), &a.namespace),
-    };
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            print_error(&e);
-            e.code
-        }
+    let (out, dir) = locate(target)?;
+    let mut st = StateStore::open(&dir)?;
+    st.recover(&out)?;
+    match cmd {
+        StateCmd::Show(a) => show(&st, &out, a.user.as_deref(), a.runs, a.json)?,
+        StateCmd::Reset(a) => reset(&mut st, a.user.as_deref(), a.to.as_deref(), &a.namespace)?,
     }
-}
-
-struct Failure {
-    code: i32,
-    message: String,
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl From<crate::state::StateError> for Failure {
-    fn from(e: crate::state::StateError) -> Self {
-        Failure {
-            code: 6,
-            message: e.to_string(),
-        }
-    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn show(
@@ -94,7 +60,7 @@ fn show(
     user: Option<&str>,
     runs: usize,
     json: bool,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let streams = st.stream_stats()?;
     let marks = st.watermark_summaries()?;
     let history = st.runs(None, runs)?;
@@ -201,13 +167,11 @@ fn reset(
     user: Option<&str>,
     to: Option<&str>,
     namespace: &str,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let to_ms = match to {
         Some(t) => Some(
-            parse_user_instant(t, crate::time::now_ms()).map_err(|e| Failure {
-                code: 2,
-                message: format!("--to: {e}"),
-            })?,
+            parse_user_instant(t, crate::time::now_ms())
+                .map_err(|e| Error::Usage(format!("--to: {e}")))?,
         ),
         None => None,
     };

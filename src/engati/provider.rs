@@ -4,7 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A brand of the Engati API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Provider {
     /// `https://api.engati.ai/` (current).

@@ -13,6 +13,44 @@ use rusqlite::{OptionalExtension, params};
 use super::session::{Known, Line};
 use crate::state::{StateError, StateStore, sql};
 
+/// The ledger's tables (in the state store's database; created by [`ensure_schema`]).
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS crm_contacts(
+  crm TEXT NOT NULL,
+  contact_key TEXT NOT NULL,
+  crm_id TEXT NOT NULL,
+  user TEXT NOT NULL,
+  PRIMARY KEY(crm, contact_key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS crm_sessions(
+  crm TEXT NOT NULL,
+  session_key TEXT NOT NULL,
+  user TEXT NOT NULL,
+  start_ms INTEGER NOT NULL,
+  end_ms INTEGER NOT NULL,
+  messages INTEGER NOT NULL,
+  body_hash TEXT NOT NULL,
+  crm_ids TEXT NOT NULL,
+  status TEXT NOT NULL,
+  PRIMARY KEY(crm, session_key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS crm_sessions_by_user ON crm_sessions(crm, user, start_ms);
+CREATE TABLE IF NOT EXISTS crm_lines(
+  crm TEXT NOT NULL,
+  session_key TEXT NOT NULL,
+  message_id TEXT NOT NULL,
+  sent_at_ms INTEGER NOT NULL,
+  line TEXT NOT NULL,
+  PRIMARY KEY(crm, session_key, message_id)) WITHOUT ROWID;
+";
+
+/// Creates the ledger's tables if missing.
+///
+/// # Errors
+/// SQLite errors.
+pub fn ensure_schema(st: &mut StateStore) -> Result<(), StateError> {
+    let path = st.path().to_owned();
+    st.connection().execute_batch(SCHEMA).map_err(sql(&path))
+}
+
 /// A session as the ledger knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -267,6 +305,7 @@ mod tests {
     fn contacts_and_sessions_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let mut st = StateStore::open(dir.path()).unwrap();
+        ensure_schema(&mut st).unwrap();
         let mut l = Ledger::new(&mut st, "hubspot:x");
         assert_eq!(l.contact("+91").unwrap(), None);
         l.set_contacts(&[("+91".into(), "101".into(), "91".into())])
