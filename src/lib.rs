@@ -18,7 +18,7 @@
 //! [`engati`] (everything that knows the API), [`plan`], [`normalize`], [`schema`] (the output
 //! columns), [`sink`], [`state`], [`report`], [`progress`], [`sandbox`] (an Engati-compatible
 //! server and a HubSpot emulator for the demo, tests and benchmarks), [`secret`], [`time`].
-//! The API contract is `engati-api.md`; the README documents flags, schema, guarantees and
+//! The API contract is `docs/engati-api.md`; the README documents flags, schema, guarantees and
 //! exit codes.
 
 #![warn(missing_docs)]

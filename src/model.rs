@@ -24,7 +24,7 @@ impl Window {
     }
 }
 
-/// A bot user: who a conversation is with. Read from the Users API (engati-api.md, "Users
+/// A bot user: who a conversation is with. Read from the Users API (docs/engati-api.md, "Users
 /// API") or a users file; written to the `users` table and the state store.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct User {

@@ -2,7 +2,7 @@
 //!
 //! [`PageNormalizer`] turns one Conversations page (raw JSON of each message) into rows of the
 //! `messages` table for one (user, window) cell, appending them to a reused
-//! [`MessageBatchBuilder`]. Rules (engati-api.md, "Conversations API"; README "Output schema"):
+//! [`MessageBatchBuilder`]. Rules (docs/engati-api.md, "Conversations API"; README "Output schema"):
 //! - `sent_at` is parsed from every documented timestamp form; a message whose timestamp cannot
 //!   be read is a reject (dead-letter) with the reason, never a silent drop;
 //! - messages outside the cell's half-open window `[start, end)` are skipped and counted: the
@@ -250,7 +250,7 @@ type Occurrences = HashMap<u128, u32, std::hash::BuildHasherDefault<PassThrough>
 
 /// `inbound` (from the end user), `outbound` (bot or human agent), or `event` (status
 /// messages such as AGENT_PARTICIPATION_STATUS). Unknown senders count as inbound, the reading
-/// production clients of the API use (engati-api.md: only `"bot"` is known to be outbound).
+/// production clients of the API use (docs/engati-api.md: only `"bot"` is known to be outbound).
 pub fn direction(sender: Option<&str>, message_type: Option<&str>) -> &'static str {
     if let Some(t) = message_type
         && (t.ends_with("_STATUS") || t.ends_with("_EVENT"))
@@ -530,6 +530,38 @@ mod tests {
             a
         );
     }
+
+    /// The ids of fixed messages, frozen: an id that changes between releases breaks every
+    /// downstream dedupe and join on `message_id`. If this fails, the id algorithm changed:
+    /// that needs a major version and a migration note, not a new expected value.
+    #[test]
+    fn message_ids_are_frozen_across_releases() {
+        let cx = cx();
+        let body = r#"[
+          {"sender":"user","message_type":"TEXT","response":"Hi, my order is late","timestamp":"2026-08-12 14:03:27.512+0530"},
+          {"sender":"bot","message_type":"OPTIONS","response":"[Track order, Talk to agent]","timestamp":"2026-08-12 14:03:28.004+0530"},
+          {"sender":"user","message_type":"TEXT","response":"ok","timestamp":"2026-08-12 14:03:28.004+0530"},
+          {"sender":"user","message_type":"TEXT","response":"ok","timestamp":"2026-08-12 14:03:28.004+0530"}]"#;
+        let spans = parse_conversations_page(body.as_bytes(), &[]).unwrap();
+        let w = Window {
+            start_ms: day(2026, 8, 12),
+            end_ms: day(2026, 8, 13),
+        };
+        let mut n = PageNormalizer::new(&cx, "919565428256", Some("whatsapp"), w);
+        let mut b = MessageBatchBuilder::with_capacity(4, 1000);
+        n.page(body, &spans, 1, &mut b, &mut Vec::new());
+        let batch = b.finish();
+        let ids = batch.column(0).as_string::<i32>();
+        let got: Vec<&str> = (0..ids.len()).map(|i| ids.value(i)).collect();
+        assert_eq!(got, GOLDEN_IDS);
+    }
+
+    const GOLDEN_IDS: [&str; 4] = [
+        "df5fc192fd70dc2d888a9834993b7278",
+        "8c91f49916aa22610c140cf0a6c3d13d",
+        "e83873a7799a541435376b2387b28872",
+        "8c226185b7f4fed2d09ead62b990f8fa",
+    ];
 
     #[test]
     fn window_edges_are_half_open() {

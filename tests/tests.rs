@@ -16,6 +16,8 @@ mod commands;
 mod crash;
 mod crm;
 mod dead_letter;
+mod docs;
+mod encoding;
 mod errors;
 mod export;
 mod faults;

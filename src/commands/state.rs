@@ -68,7 +68,41 @@ fn show(
         Some(u) => Some(st.user_watermarks(u)?),
         None => None,
     };
+    let view = View {
+        out,
+        user,
+        streams: &streams,
+        marks: &marks,
+        user_marks: user_marks.as_deref(),
+        history: &history,
+    };
     if json {
+        return show_json(st, &view);
+    }
+    show_text(st, &view);
+    Ok(())
+}
+
+/// What `state show` shows.
+struct View<'a> {
+    out: &'a std::path::Path,
+    user: Option<&'a str>,
+    streams: &'a [crate::state::StreamStats],
+    marks: &'a [crate::state::WatermarkSummary],
+    user_marks: Option<&'a [crate::state::UserWatermark]>,
+    history: &'a [crate::state::RunRecord],
+}
+
+fn show_json(st: &StateStore, view: &View<'_>) -> Result<(), Error> {
+    let View {
+        out,
+        user,
+        streams,
+        marks,
+        user_marks,
+        history,
+    } = *view;
+    {
         let runs_json: Vec<serde_json::Value> = history
             .iter()
             .map(|r| {
@@ -86,8 +120,19 @@ fn show(
             "runs": runs_json,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(());
+        Ok(())
     }
+}
+
+fn show_text(st: &StateStore, view: &View<'_>) {
+    let View {
+        out,
+        user,
+        streams,
+        marks,
+        user_marks,
+        history,
+    } = *view;
     println!(
         "state      {} (output {})",
         st.path().display(),
@@ -96,7 +141,7 @@ fn show(
     if streams.is_empty() {
         println!("files      none");
     }
-    for s in &streams {
+    for s in streams {
         println!(
             "files      {}: {} files, {} rows, {}",
             s.stream,
@@ -108,7 +153,7 @@ fn show(
     if marks.is_empty() {
         println!("watermarks none (no incremental run yet)");
     }
-    for m in &marks {
+    for m in marks {
         println!(
             "watermarks {}: {} users, from {} to {}",
             m.namespace,
@@ -117,7 +162,7 @@ fn show(
             m.max_end_ms.map(rfc3339_ms).unwrap_or_default()
         );
     }
-    if let (Some(u), Some(list)) = (user, &user_marks) {
+    if let (Some(u), Some(list)) = (user, user_marks) {
         if list.is_empty() {
             println!(
                 "user       {u}: no watermark (a new user: the next incremental run exports their full history)"
@@ -137,7 +182,7 @@ fn show(
         }
     }
     println!("runs       {} most recent:", history.len());
-    for r in &history {
+    for r in history {
         let rep: Option<serde_json::Value> = r
             .report
             .as_deref()
@@ -159,7 +204,6 @@ fn show(
             rfc3339_ms(r.started_ms)
         );
     }
-    Ok(())
 }
 
 fn reset(

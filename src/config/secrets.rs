@@ -1,5 +1,5 @@
 //! The I/O a run needs after validation and before its first request: the API key and CRM
-//! token (never a flag value or a pipeline value: engati-api.md, "Auth"), and a writable
+//! token (never a flag value or a pipeline value: docs/engati-api.md, "Auth"), and a writable
 //! output directory.
 
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! all tasks), then holds one of `concurrency` permits while it is in flight (body included).
 //! Failed attempts are classified by [`ApiError::is_retryable`] and retried with exponential
 //! backoff and full jitter (`backon`), honouring `Retry-After` on 429, up to `max_retries`
-//! retries. The key is sent as `Authorization: Basic <key>` exactly as given (engati-api.md,
+//! retries. The key is sent as `Authorization: Basic <key>` exactly as given (docs/engati-api.md,
 //! "Auth"), in a header marked sensitive; it never appears in a URL, a log line or an error.
 
 use std::num::NonZeroU32;
@@ -241,7 +241,7 @@ impl Client {
         url
     }
 
-    /// Users API: the users whose attribute `name` equals `value` (engati-api.md, "Users API").
+    /// Users API: the users whose attribute `name` equals `value` (docs/engati-api.md, "Users API").
     ///
     /// # Errors
     /// [`RequestError`] after retries, or at once for non-retryable errors (401/403, 400,

@@ -1,5 +1,5 @@
 //! The Conversations API's pages of one (user, window) cell, as a stream (the octocrab
-//! `into_stream` idea) that owns the paging rules (engati-api.md, "Conversations API"):
+//! `into_stream` idea) that owns the paging rules (docs/engati-api.md, "Conversations API"):
 //!
 //! - the window `[start, end)` is asked as `[start - 1 ms, end]`: whether the API reads
 //!   `start_date`/`end_date` as inclusive or exclusive (undocumented), every message of the

@@ -1,6 +1,6 @@
 //! `ApiError`: what went wrong talking to the Engati API, classified once, here.
 //!
-//! Rules (engati-api.md, "Errors"; design.md, "Retry is a policy"): key on the HTTP status
+//! Rules (docs/engati-api.md, "Errors"; design.md, "Retry is a policy"): key on the HTTP status
 //! first and read bodies loosely. 429 (honouring `Retry-After`), 408, 5xx, timeouts, connection
 //! errors and truncated/garbled 200 bodies are retryable; 400 (codes 1002/1003/1004), 401,
 //! 403, 404 and a well-formed body of an unknown shape are not.

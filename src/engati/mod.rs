@@ -1,5 +1,5 @@
 //! Everything that knows the Engati wire format and how to talk to it
-//! ([engati-api.md](../../docs/engati-api.md)).
+//! (`docs/engati-api.md`).
 //!
 //! - [`provider`]: brands and their base URLs;
 //! - [`client`]: HTTP, auth, limits, retries;

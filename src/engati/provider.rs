@@ -1,4 +1,4 @@
-//! Provider presets: the brands that sell the same API on other hosts (engati-api.md, "Brands").
+//! Provider presets: the brands that sell the same API on other hosts (docs/engati-api.md, "Brands").
 
 use std::fmt;
 use std::str::FromStr;

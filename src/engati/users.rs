@@ -11,7 +11,7 @@ use super::client::Client;
 use super::error::RequestError;
 use crate::model::User;
 
-/// `NAME=VALUE`: users whose attribute `NAME` equals `VALUE` (engati-api.md, "Users API").
+/// `NAME=VALUE`: users whose attribute `NAME` equals `VALUE` (docs/engati-api.md, "Users API").
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AttributeFilter {
     /// Attribute name.

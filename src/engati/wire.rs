@@ -1,4 +1,4 @@
-//! The Engati wire format, read tolerantly (engati-api.md, "Users API", "Conversations API").
+//! The Engati wire format, read tolerantly (docs/engati-api.md, "Users API", "Conversations API").
 //!
 //! Nothing here is normalized: these are the JSON shapes exactly as the API sends them, parsed
 //! with as little copying as possible. A Conversations page is parsed in two steps: the
@@ -6,7 +6,7 @@
 //! ([`parse_conversations_page`]); each message is then read into a borrowed [`WireMessage`]
 //! whose strings point into the body unless they contain JSON escapes.
 //!
-//! Tolerance rules (engati-api.md): the message list is under `conversations` or `messages`
+//! Tolerance rules (docs/engati-api.md): the message list is under `conversations` or `messages`
 //! (configurable) or is the top-level array; the Users list has documented variants
 //! ([`parse_users`]); an unrecognised shape is an error naming the keys looked for and found,
 //! never an empty result.
@@ -105,7 +105,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-/// One message as the Conversations API sends it (engati-api.md, "Conversations API").
+/// One message as the Conversations API sends it (docs/engati-api.md, "Conversations API").
 /// Every field is optional on the wire; unknown fields are ignored here and kept in the raw JSON.
 #[derive(Debug, Deserialize)]
 pub struct WireMessage<'a> {
@@ -331,7 +331,7 @@ pub enum TimestampError {
 
 /// Reads a message timestamp into ms since epoch UTC.
 ///
-/// Forms (engati-api.md, "Conversations API"): `2026-08-12 14:03:27.512+0530` (space, ms,
+/// Forms (docs/engati-api.md, "Conversations API"): `2026-08-12 14:03:27.512+0530` (space, ms,
 /// offset without colon), `2026/08/12 14:03:27.512+0530`; tolerated too: `T` separator, 0–9
 /// fraction digits (truncated to ms), offsets `Z`, `+05:30`, `+05`; a JSON number or digit
 /// string of epoch ms (or seconds when below 10^11).
@@ -438,7 +438,7 @@ pub fn parse_datetime(s: &str) -> Result<i64, TimestampError> {
     Ok(local_ms - offset_min * 60_000)
 }
 
-/// Key names the tolerant Users reader tries (engati-api.md, "Users API").
+/// Key names the tolerant Users reader tries (docs/engati-api.md, "Users API").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsersKeys {
     /// Keys that may hold the list in an object body; default `users`.
@@ -462,7 +462,7 @@ impl Default for UsersKeys {
 
 /// Reads a Users API body tolerantly.
 ///
-/// Shapes read (engati-api.md): `{"users": [...]}` (list key configurable); a bare top-level
+/// Shapes read (docs/engati-api.md): `{"users": [...]}` (list key configurable); a bare top-level
 /// array; `{"responseObject": [...]}`; `{"responseObject": {"content" | "users": [...]}}`. A
 /// user's id is read from the first of `keys.id_keys` present (string or number).
 ///

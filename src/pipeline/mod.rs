@@ -26,6 +26,11 @@ mod walk;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+pub use cell::PAGES_AHEAD;
+
+/// Rows per batch handed to the sink, at most.
+pub const BATCH_ROWS: usize = batcher::Batcher::ROWS;
+
 use crate::engati::SourceSpec;
 use crate::engati::UsersSource;
 use crate::engati::client::{Client, ClientBuildError};
