@@ -31,6 +31,10 @@ pub struct Cli {
     /// No progress bar and no summary on stderr (errors are still printed).
     #[arg(short, long, global = true, help_heading = "Global")]
     pub quiet: bool,
+    /// When stderr is not a terminal: a progress line every SECS seconds (0 = none).
+    #[arg(long, global = true, value_name = "SECS", help_heading = "Global",
+          default_value_t = crate::progress::DEFAULT_HEARTBEAT_SECS)]
+    pub heartbeat_secs: u64,
     /// Test hooks (feature `fault-injection` only).
     #[cfg(feature = "fault-injection")]
     #[command(flatten)]

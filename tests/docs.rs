@@ -173,11 +173,16 @@ fn the_readme_memory_bounds_are_the_codes() {
         .split("\n- **")
         .find(|p| p.starts_with("Bounded memory"))
         .expect("README has a Bounded memory guarantee");
+    let para = para.split_whitespace().collect::<Vec<_>>().join(" ");
     let mib = |b: u64| format!("{} MiB", b >> 20);
     for needle in [
         format!(
-            "{} cells",
-            fmt_thousands(config::DEFAULT_LOOKAHEAD_CELLS as u64)
+            "{} cells per request in flight",
+            config::LOOKAHEAD_CELLS_PER_REQUEST
+        ),
+        format!(
+            "at most {} cells",
+            fmt_thousands(config::MAX_LOOKAHEAD_CELLS as u64)
         ),
         format!("{} pages each", engati_etl::pipeline::PAGES_AHEAD),
         mib(config::DEFAULT_BUFFER_BYTES),

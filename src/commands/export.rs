@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::{install_signals, load, prepare};
+use super::{Shown, install_signals, load, prepare};
 use crate::cli::{BackfillArgs, ExportArgs, RunArgs};
 use crate::config::{Command, PipelineFile, RangeSection};
 use crate::error::Error;
@@ -15,18 +15,18 @@ use crate::progress::Progress;
 ///
 /// # Errors
 /// The configuration's or the run's [`Error`].
-pub async fn export(a: ExportArgs, quiet: bool) -> Result<ExitCode, Error> {
+pub async fn export(a: ExportArgs, shown: Shown) -> Result<ExitCode, Error> {
     let file = PipelineFile::default().merge_flags(Some(&a.source), Some(&a.range), Some(&a.sink));
-    execute(file, Command::Export, quiet).await
+    execute(file, Command::Export, shown).await
 }
 
 /// `engati-etl run PIPELINE.toml ...`.
 ///
 /// # Errors
 /// The configuration's or the run's [`Error`].
-pub async fn run(a: RunArgs, quiet: bool) -> Result<ExitCode, Error> {
+pub async fn run(a: RunArgs, shown: Shown) -> Result<ExitCode, Error> {
     let file = load(&a.pipeline)?.merge_flags(Some(&a.source), Some(&a.range), Some(&a.sink));
-    execute(file, Command::Run, quiet).await
+    execute(file, Command::Run, shown).await
 }
 
 /// `engati-etl backfill PIPELINE.toml --from DATE --to DATE ...`: the pipeline's source and
@@ -34,7 +34,7 @@ pub async fn run(a: RunArgs, quiet: bool) -> Result<ExitCode, Error> {
 ///
 /// # Errors
 /// The configuration's or the run's [`Error`].
-pub async fn backfill(a: BackfillArgs, quiet: bool) -> Result<ExitCode, Error> {
+pub async fn backfill(a: BackfillArgs, shown: Shown) -> Result<ExitCode, Error> {
     let mut file = load(&a.pipeline)?.merge_flags(Some(&a.source), None, Some(&a.sink));
     file.range = RangeSection {
         mode: None,
@@ -43,20 +43,20 @@ pub async fn backfill(a: BackfillArgs, quiet: bool) -> Result<ExitCode, Error> {
         window: a.window.clone().or(file.range.window),
         ..RangeSection::default()
     };
-    execute(file, Command::Backfill, quiet).await
+    execute(file, Command::Backfill, shown).await
 }
 
-async fn execute(file: PipelineFile, command: Command, quiet: bool) -> Result<ExitCode, Error> {
+async fn execute(file: PipelineFile, command: Command, shown: Shown) -> Result<ExitCode, Error> {
     let prepared = prepare(file, command).await?;
     let control = Arc::new(RunControl::default());
     install_signals(control.clone());
-    let progress = Progress::start(control.clone(), quiet);
+    let progress = Progress::start(control.clone(), shown.quiet, shown.heartbeat_secs);
     let outcome = pipeline::run(&prepared.spec, &control).await;
     progress.finish();
     if let Some(r) = &outcome.report
-        && !quiet
+        && !shown.quiet
     {
-        eprint!("{}", r.summary());
+        eprint!("{}", r.summary(outcome.report_file.as_deref()));
     }
     drop(prepared);
     match outcome.error {

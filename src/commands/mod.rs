@@ -24,7 +24,10 @@ use crate::sink::OutputSpec;
 /// # Errors
 /// The [`Error`] that ended it (its exit code says which kind).
 pub async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
-    let quiet = cli.quiet;
+    let quiet = Shown {
+        quiet: cli.quiet,
+        heartbeat_secs: cli.heartbeat_secs,
+    };
     match cli.command {
         Cmd::Export(a) => export::export(a, quiet).await,
         Cmd::Run(a) => export::run(a, quiet).await,
@@ -34,6 +37,15 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
         Cmd::Backfill(a) => export::backfill(a, quiet).await,
         Cmd::State(c) => state::state(c),
     }
+}
+
+/// What a run shows on stderr (`--quiet`, `--heartbeat-secs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Shown {
+    /// No progress and no summary.
+    pub quiet: bool,
+    /// Seconds between progress lines when stderr is not a terminal (0: none).
+    pub heartbeat_secs: u64,
 }
 
 /// A validated run with its secrets, and the embedded servers it runs against (kept alive for

@@ -45,11 +45,24 @@ pub fn state(cmd: StateCmd) -> Result<ExitCode, Error> {
         StateCmd::Reset(a) => &a.target,
     };
     let (out, dir) = locate(target)?;
-    let mut st = StateStore::open(&dir)?;
-    st.recover(&out)?;
     match cmd {
-        StateCmd::Show(a) => show(&st, &out, a.user.as_deref(), a.runs, a.json)?,
-        StateCmd::Reset(a) => reset(&mut st, a.user.as_deref(), a.to.as_deref(), &a.namespace)?,
+        StateCmd::Show(a) => {
+            // While a run holds the store, look without touching it (WAL readers).
+            let st = match StateStore::open(&dir) {
+                Ok(mut st) => {
+                    st.recover(&out)?;
+                    st
+                }
+                Err(crate::state::StateError::Locked(_)) => StateStore::open_read_only(&dir)?,
+                Err(e) => return Err(e.into()),
+            };
+            show(&st, &out, a.user.as_deref(), a.runs, a.json)?;
+        }
+        StateCmd::Reset(a) => {
+            let mut st = StateStore::open(&dir)?;
+            st.recover(&out)?;
+            reset(&mut st, a.user.as_deref(), a.to.as_deref(), &a.namespace)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -107,7 +120,7 @@ fn show_json(st: &StateStore, view: &View<'_>) -> Result<(), Error> {
             .iter()
             .map(|r| {
                 serde_json::json!({
-                    "run_id": r.run_id, "namespace": r.namespace, "status": r.status,
+                    "run_id": r.run_id, "namespace": r.namespace, "status": shown_status(st, r),
                     "started_at": rfc3339_ms(r.started_ms),
                     "finished_at": r.finished_ms.map(rfc3339_ms),
                     "report": r.report.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()),
@@ -200,7 +213,7 @@ fn show_text(st: &StateStore, view: &View<'_>) {
             "  {}  {:<22} {:<22} {}  {secs:.1} s  {msgs} messages, {rejects} rejected, {skipped} cells skipped",
             r.run_id,
             r.namespace.chars().take(22).collect::<String>(),
-            r.status,
+            shown_status(st, r),
             rfc3339_ms(r.started_ms)
         );
     }
@@ -220,6 +233,11 @@ fn reset(
         None => None,
     };
     let n = st.reset_watermarks(namespace, user, to_ms)?;
+    if n == 0 {
+        let whose = user.map_or("any user".to_owned(), |u| format!("user {u}"));
+        println!("state reset [{namespace}]: no watermark of {whose}; nothing changed");
+        return Ok(());
+    }
     let what = match (user, to_ms) {
         (Some(u), Some(t)) => format!("moved the watermark of {u} back to {}", rfc3339_ms(t)),
         (Some(u), None) => format!("removed the watermark of {u} (full history next run)"),
@@ -230,4 +248,15 @@ fn reset(
         "state reset [{namespace}]: {what}; rows already written are replaced, not duplicated, when re-exported"
     );
     Ok(())
+}
+
+/// A run's status as shown: `running` only if a run holds the store now; a run recorded
+/// `running` while nothing holds the lock was killed (or its machine lost), and shows as
+/// `crashed` (the next run with the same parameters resumes it).
+fn shown_status<'a>(st: &StateStore, r: &'a crate::state::RunRecord) -> &'a str {
+    if r.status == "running" && st.holds_lock() {
+        "crashed"
+    } else {
+        &r.status
+    }
 }

@@ -28,14 +28,23 @@ pub async fn users(a: UsersArgs) -> Result<ExitCode, Error> {
     let mut source = p.into_result(|| source.expect("no problems: the source validated"))?;
     let _server = connect(sandbox, &mut source).await?;
     let client = Client::new(source.client.clone()).map_err(RunError::from)?;
-    let list = list_users(&client, &source.users).await?;
+    let (list, rejected) = list_users(&client, &source.users).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match a.format {
         UsersFormat::Csv => write_csv(&mut out, &list)?,
         UsersFormat::Jsonl => write_jsonl(&mut out, &list)?,
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    if rejected.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &rejected {
+        eprintln!(
+            "engati-etl: skipped user `{}`: {}",
+            r.channel_user_id, r.reason
+        );
+    }
+    Ok(ExitCode::from(1))
 }
 
 fn attributes(u: &User) -> serde_json::Map<String, serde_json::Value> {

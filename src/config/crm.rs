@@ -82,15 +82,11 @@ pub fn validate(
 
 fn base_url(sink: &SinkSection, kind: Option<CrmKind>, sandbox: bool, p: &mut Problems) -> String {
     match (kind, sink.crm_base_url.as_deref()) {
-        (_, Some(u)) => match reqwest::Url::parse(u) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => u.to_owned(),
-            _ => {
-                p.push(format!(
-                    "crm_base_url (--crm-base-url) `{u}` is not an http(s) URL"
-                ));
+        (_, Some(u)) => super::values::check_base_url("crm_base_url (--crm-base-url)", u)
+            .unwrap_or_else(|e| {
+                p.push(e);
                 String::new()
-            }
-        },
+            }),
         (Some(CrmKind::HubSpot), None) => HUBSPOT_BASE_URL.to_owned(),
         (Some(CrmKind::BottleCrm), None) if sandbox => String::new(),
         (Some(CrmKind::BottleCrm), None) => {

@@ -60,8 +60,12 @@ pub const DEFAULT_ROW_GROUP_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Default cells per checkpoint unit.
 pub const DEFAULT_CHECKPOINT_USERS: usize = 5000;
-/// Cells fetched ahead of the one being written, at most.
-pub const DEFAULT_LOOKAHEAD_CELLS: usize = 1024;
+/// Cells fetched ahead of the one being written, per request allowed in flight: enough to keep
+/// every permit busy while the cell being written waits, without running far ahead of the
+/// commit point (what a stop or a closed pipe would waste).
+pub const LOOKAHEAD_CELLS_PER_REQUEST: usize = 8;
+/// Cells fetched ahead of the one being written, at most, whatever the concurrency.
+pub const MAX_LOOKAHEAD_CELLS: usize = 1024;
 /// Page bodies buffered ahead of the writer before only the cell being written may fetch: 8 MiB.
 pub const DEFAULT_BUFFER_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -247,17 +251,19 @@ pub fn validate(
     }
     p.into_result(|| {
         let range = range.expect("no problems: the range validated");
+        let source = source.expect("no problems: the source validated");
         RunSpec {
             name: file.name.clone(),
             namespace: range::namespace(command, &range.mode),
-            source: source.expect("no problems: the source validated"),
             range,
             output: output.expect("no problems: the sink validated"),
             tuning: Tuning {
                 checkpoint_users,
-                lookahead: DEFAULT_LOOKAHEAD_CELLS,
+                lookahead: (source.client.concurrency * LOOKAHEAD_CELLS_PER_REQUEST)
+                    .clamp(32, MAX_LOOKAHEAD_CELLS),
                 buffer_bytes: DEFAULT_BUFFER_BYTES,
             },
+            source,
         }
     })
 }

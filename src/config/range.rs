@@ -58,11 +58,29 @@ fn duration(p: &mut Problems, key: &str, v: Option<&str>, default: &str) -> i64 
     })
 }
 
+/// The latest instant a range may name: 9999-12-31T23:59:59.999Z.
+const MAX_INSTANT_MS: i64 = 253_402_300_799_999;
+
 fn instant(p: &mut Problems, now_ms: i64, key: &str, v: Option<&str>) -> Option<i64> {
-    parse_user_instant(v?, now_ms)
+    let v = v?;
+    let t = parse_user_instant(v, now_ms)
         .map_err(|e| p.push(format!("{key}: {e}")))
-        .ok()
+        .ok()?;
+    if t < 0 {
+        p.push(format!(
+            "{key} {v} is before 1970-01-01T00:00:00Z: the API takes UTC epoch milliseconds, which start there"
+        ));
+        return None;
+    }
+    if t > MAX_INSTANT_MS {
+        p.push(format!("{key} {v} is after the year 9999"));
+        return None;
+    }
+    Some(t)
 }
+
+/// The shortest window: each (user, window) costs at least one request.
+const MIN_WINDOW_MS: i64 = 60_000;
 
 /// The state namespace of a run: `export`, `range`, `incremental` or
 /// `backfill:<from>:<to>` (each keeps its own runs and watermarks).
@@ -91,6 +109,12 @@ impl RangeSection {
             self.window.as_deref(),
             DEFAULT_WINDOW,
         );
+        if window_ms < MIN_WINDOW_MS {
+            p.push(format!(
+                "window (--window) {} is too short (at least 1m): every user costs one request per window",
+                self.window.as_deref().unwrap_or(DEFAULT_WINDOW)
+            ));
+        }
         let incremental = self.mode == Some(RangeMode::Incremental) && command == Command::Run;
         let mode = if incremental {
             self.incremental(now_ms, p)

@@ -29,7 +29,10 @@ pub fn read_key(
         });
     }
     match env_key.map(Secret::new) {
-        Some(k) if !k.is_empty() => Ok(k),
+        Some(k) if !k.is_empty() => match k.problem() {
+            Some(bad) => Err(ConfigError::invalid(format!("{API_KEY_ENV}: {bad}"))),
+            None => Ok(k),
+        },
         _ => Err(ConfigError::invalid(format!(
             "no API key: set {API_KEY_ENV} or pass --api-key-file PATH (the key is never a flag or a pipeline value)"
         ))),
@@ -78,9 +81,39 @@ pub fn check_output(output: &OutputSpec) -> Result<(), ConfigError> {
             out.display()
         ))
     };
+    if let OutputSpec::Files(f) = output
+        && !f.allow_foreign_files
+        && let Some(name) = foreign_entry(out, &f.state_dir)
+    {
+        return Err(ConfigError::invalid(format!(
+            "out (--out) {} holds files engati-etl did not write (e.g. `{name}`), which readers globbing the output would mix in; choose an empty or new directory, or pass --allow-foreign-files",
+            out.display()
+        )));
+    }
     std::fs::create_dir_all(out).map_err(bad)?;
     let probe = out.join(".engati-etl-write-probe.tmp");
     std::fs::write(&probe, b"").map_err(bad)?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// The first entry of an existing output directory that engati-etl does not write, if the
+/// directory has no state of ours.
+fn foreign_entry(out: &Path, state_dir: &Path) -> Option<String> {
+    if state_dir.join("state.sqlite3").exists() {
+        return None;
+    }
+    let ours = [
+        "messages",
+        "users",
+        "_dead_letter",
+        "_run_report.json",
+        "_state",
+    ];
+    std::fs::read_dir(out)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !ours.contains(&n.as_str()) && !n.starts_with(".engati-etl-"))
+        .min()
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{ArgAction, Args};
 use serde::Deserialize;
 
-use super::values::EnumParser;
+use super::values::{EnumParser, NumParser};
 use super::{
     Command, DEFAULT_ROW_GROUP_BYTES, DEFAULT_TARGET_FILE_BYTES, DEFAULT_ZSTD_LEVEL, Problems,
     SourceSection,
@@ -54,17 +54,26 @@ pub struct SinkSection {
     /// State directory [default: OUT/_state].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Write into an output directory that holds files engati-etl did not write (refused by
+    /// default: readers globbing the directory would mix them in).
+    #[arg(long, action = ArgAction::SetTrue)]
+    #[serde(default)]
+    pub allow_foreign_files: Option<bool>,
     /// Rotate output files at this many bytes [default: 134217728].
-    #[arg(long, value_name = "BYTES", help_heading = "Tuning")]
+    #[arg(long, value_name = "BYTES", help_heading = "Tuning",
+          value_parser = NumParser::<u64>::new("target_file_bytes (--target-file-bytes)", 1024, u64::MAX))]
     pub target_file_bytes: Option<u64>,
     /// Parquet row-group size in estimated encoded bytes [default: 4194304].
-    #[arg(long, value_name = "BYTES", help_heading = "Tuning")]
+    #[arg(long, value_name = "BYTES", help_heading = "Tuning",
+          value_parser = NumParser::<usize>::new("row_group_bytes (--row-group-bytes)", 1024, usize::MAX))]
     pub row_group_bytes: Option<usize>,
     /// zstd level for Parquet, 1..=22 [default: 3].
-    #[arg(long, value_name = "N", help_heading = "Tuning")]
+    #[arg(long, value_name = "N", help_heading = "Tuning",
+          value_parser = NumParser::<i32>::new("zstd_level (--zstd-level)", 1, 22))]
     pub zstd_level: Option<i32>,
     /// Users per window committed together (the unit of resume) [default: 5000].
-    #[arg(long, value_name = "N", help_heading = "Tuning")]
+    #[arg(long, value_name = "N", help_heading = "Tuning",
+          value_parser = NumParser::<usize>::new("checkpoint_users (--checkpoint-users)", 1, 10_000_000))]
     pub checkpoint_users: Option<usize>,
     /// With --format crm: hubspot or bottlecrm.
     #[arg(long, value_name = "CRM", help_heading = "CRM",
@@ -123,6 +132,9 @@ impl super::Merge for SinkSection {
         if over.dry_run == Some(true) {
             self.dry_run = Some(true);
         }
+        if over.allow_foreign_files == Some(true) {
+            self.allow_foreign_files = Some(true);
+        }
         self
     }
 }
@@ -174,6 +186,11 @@ impl SinkSection {
             ));
         }
         let zstd_level = self.zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL);
+        if !(1..=22).contains(&zstd_level) {
+            p.push(format!(
+                "zstd_level (--zstd-level) {zstd_level} must be between 1 and 22"
+            ));
+        }
         let encoding = Encoding::new(format, gzip, zstd_level, row_group_bytes.max(1), 6)
             .map_err(|e| p.push(format!("zstd_level: {e}")))
             .ok();
@@ -187,6 +204,7 @@ impl SinkSection {
                 out_dir,
                 encoding: encoding?,
                 target_file_bytes,
+                allow_foreign_files: self.allow_foreign_files.unwrap_or(false),
             })),
         }
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
-use super::values::{EnumParser, string_or_int};
+use super::values::{EnumParser, NumParser, check_base_url, string_or_int};
 use super::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_MAX_RPS, DEFAULT_PAGE_SIZE,
     DEFAULT_TIMEOUT_SECS, Problems, merge_fields,
@@ -48,7 +48,8 @@ pub struct SourceSection {
     #[arg(long, value_name = "PATH")]
     pub users_file: Option<PathBuf>,
     /// Messages per request, 1..=500 [default: 500].
-    #[arg(long, value_name = "N", help_heading = "Tuning")]
+    #[arg(long, value_name = "N", help_heading = "Tuning",
+          value_parser = NumParser::<u32>::new("page_size (--page-size)", 1, 500))]
     pub page_size: Option<u32>,
     /// Requests in flight at most [default: 16].
     #[arg(
@@ -67,10 +68,12 @@ pub struct SourceSection {
     )]
     pub max_rps: Option<u32>,
     /// Request timeout in seconds (connect, headers and body) [default: 30].
-    #[arg(long, value_name = "SECS", help_heading = "Tuning")]
+    #[arg(long, value_name = "SECS", help_heading = "Tuning",
+          value_parser = NumParser::<u64>::new("timeout_secs (--timeout-secs)", 1, 3600))]
     pub timeout_secs: Option<u64>,
     /// Retries per request on 429/5xx/timeouts/truncated bodies [default: 8].
-    #[arg(long, value_name = "N", help_heading = "Tuning")]
+    #[arg(long, value_name = "N", help_heading = "Tuning",
+          value_parser = NumParser::<usize>::new("max_retries (--max-retries)", 0, 100))]
     pub max_retries: Option<usize>,
     /// Keys that may hold the Users API list (tolerant reader). Default `["users"]`.
     #[arg(skip)]
@@ -108,12 +111,22 @@ impl SourceSection {
             ));
         }
         let max_rps = self.max_rps.unwrap_or(DEFAULT_MAX_RPS);
-        if max_rps == 0 {
-            p.push("max_rps (--max-rps) must be at least 1");
+        if !(1..=100_000).contains(&max_rps) {
+            p.push(format!(
+                "max_rps (--max-rps) {max_rps} must be between 1 and 100000"
+            ));
         }
         let timeout_secs = self.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
-        if timeout_secs == 0 {
-            p.push("timeout_secs (--timeout-secs) must be at least 1");
+        if !(1..=3600).contains(&timeout_secs) {
+            p.push(format!(
+                "timeout_secs (--timeout-secs) {timeout_secs} must be between 1 and 3600"
+            ));
+        }
+        let max_retries = self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES);
+        if max_retries > 100 {
+            p.push(format!(
+                "max_retries (--max-retries) {max_retries} must be between 0 and 100"
+            ));
         }
         let defaults = UsersKeys::default();
         Some(SourceSpec {
@@ -129,7 +142,7 @@ impl SourceSection {
                 timeout: std::time::Duration::from_secs(timeout_secs),
                 concurrency,
                 max_rps,
-                max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+                max_retries,
                 backoff_min: std::time::Duration::from_millis(200),
                 backoff_max: std::time::Duration::from_secs(30),
                 conversations_keys: self
@@ -157,13 +170,10 @@ impl SourceSection {
 
     fn base_url(&self, provider: Option<Provider>, sandbox: bool, p: &mut Problems) -> String {
         match (provider, self.base_url.as_deref()) {
-            (_, Some(u)) => match reqwest::Url::parse(u) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => u.to_owned(),
-                _ => {
-                    p.push(format!("base_url (--base-url) `{u}` is not an http(s) URL, e.g. https://api.engati.ai/"));
-                    String::new()
-                }
-            },
+            (_, Some(u)) => check_base_url("base_url (--base-url)", u).unwrap_or_else(|e| {
+                p.push(e);
+                String::new()
+            }),
             (Some(pr), None) => match pr.base_url() {
                 Some(b) => b.to_owned(),
                 None if sandbox => String::new(),

@@ -98,3 +98,81 @@ pub fn date_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
         V::D(t) => t.to_string(),
     }))
 }
+
+/// A clap value parser for a whole number in `lo..=hi`, whose error names the setting (and
+/// its environment variable, when it has one) and the range, the same sentence a pipeline
+/// file's validation gives: `page_size (--page-size) -1 must be between 1 and 500`.
+#[derive(Clone)]
+pub struct NumParser<T> {
+    key: &'static str,
+    lo: T,
+    hi: T,
+}
+
+impl<T> NumParser<T> {
+    /// A parser for the setting named `key` in messages, accepting `lo..=hi`.
+    pub fn new(key: &'static str, lo: T, hi: T) -> Self {
+        NumParser { key, lo, hi }
+    }
+}
+
+impl<T> TypedValueParser for NumParser<T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let text = value.to_string_lossy();
+        match text.trim().parse::<T>() {
+            Ok(v) if v >= self.lo && v <= self.hi => Ok(v),
+            _ => Err(clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "{} {text} must be a whole number between {} and {}\n",
+                    self.key, self.lo, self.hi
+                ),
+            )
+            .with_cmd(cmd)),
+        }
+    }
+}
+
+/// `scheme://host/...` with any `user:password@` replaced by `****@`, for messages.
+pub fn redact_url(u: &str) -> String {
+    match (u.find("://"), u.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let end_of_authority = u[s + 3..].find('/').map_or(u.len(), |i| s + 3 + i);
+            if at < end_of_authority {
+                return format!("{}****{}", &u[..s + 3], &u[at..]);
+            }
+            u.to_owned()
+        }
+        _ => u.to_owned(),
+    }
+}
+
+/// Checks a base URL: http(s), no credentials. `key` names the setting in messages.
+///
+/// # Errors
+/// The sentence to report.
+pub fn check_base_url(key: &str, u: &str) -> Result<String, String> {
+    let shown = redact_url(u);
+    let url = reqwest::Url::parse(u)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https"))
+        .ok_or_else(|| {
+            format!("{key} `{shown}` is not an http(s) URL, e.g. https://api.engati.ai/")
+        })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{key} `{shown}` carries credentials: remove them (the API key goes in ENGATI_API_KEY or api_key_file, never in a URL)"
+        ));
+    }
+    Ok(u.to_owned())
+}

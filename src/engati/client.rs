@@ -18,7 +18,7 @@ use backon::Retryable;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::Url;
-use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION};
 use tokio::sync::Semaphore;
 
 use super::error::{ApiError, RequestError};
@@ -85,6 +85,11 @@ impl RequestStats {
     /// Responses by exact HTTP status.
     pub fn by_status(&self) -> std::collections::BTreeMap<u16, u64> {
         self.status_counts.lock().expect("stats lock").clone()
+    }
+
+    /// True once any response (whatever its status) was received.
+    pub fn answered(&self) -> bool {
+        self.by_status.iter().any(|a| a.load(Ordering::Relaxed) > 0)
     }
 
     /// All attempts: responses plus transport errors.
@@ -297,6 +302,7 @@ impl Client {
                     return Err(self.decode_failed(wire::DecodeError::Syntax {
                         detail: format!("invalid UTF-8: {e}"),
                         len: body.len(),
+                        truncated: e.error_len().is_none(),
                     }));
                 }
             };
@@ -326,19 +332,25 @@ impl Client {
             .acquire()
             .await
             .expect("the semaphore is never closed");
+        tracing::debug!(url = %url, "Request.");
         let mut resp = inner
             .http
             .get(url.clone())
             .header(AUTHORIZATION, inner.auth.clone())
             .send()
             .await
-            .map_err(|e| {
-                inner.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
-                ApiError::from_transport(&e)
-            })?;
+            .map_err(|e| self.transport_failed(url, &e))?;
         let status = resp.status().as_u16();
         inner.stats.record_status(status);
-        let retry_after = crate::retry::retry_after(resp.headers(), std::time::SystemTime::now());
+        let headers = resp.headers();
+        let retry_after = crate::retry::retry_after(headers, std::time::SystemTime::now());
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (location, content_type) = (header(LOCATION), header(CONTENT_TYPE));
         // Into an exactly sized buffer of our own: a chunk handed up by the HTTP client can
         // share (and so keep alive) a read buffer several times its size, and pages wait in
         // the lookahead, so what they pin would escape the byte budget.
@@ -347,10 +359,7 @@ impl Client {
             match resp.chunk().await {
                 Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
                 Ok(None) => break,
-                Err(e) => {
-                    inner.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(ApiError::from_transport(&e));
-                }
+                Err(e) => return Err(self.transport_failed(url, &e)),
             }
         }
         let body = Bytes::from(buf);
@@ -358,11 +367,41 @@ impl Client {
             .stats
             .bytes
             .fetch_add(body.len() as u64, Ordering::Relaxed);
-        if (200..300).contains(&status) {
-            Ok(body)
-        } else {
-            Err(ApiError::from_status(status, retry_after, &body))
+        if !(200..300).contains(&status) {
+            return Err(ApiError::from_status(
+                status,
+                retry_after,
+                location,
+                url.as_str(),
+                &body,
+            ));
         }
+        if let Some(e) = not_json(status, content_type, &body, url) {
+            return Err(e);
+        }
+        Ok(body)
+    }
+
+    /// A transport failure: `Unreachable` (not retried) when nothing has answered yet in this
+    /// run, since a refused connection or an unknown host on the first request is almost
+    /// always a wrong URL.
+    fn transport_failed(&self, url: &Url, e: &reqwest::Error) -> ApiError {
+        let stats = &self.inner.stats;
+        stats.transport_errors.fetch_add(1, Ordering::Relaxed);
+        let err = ApiError::from_transport(e);
+        if err.is_connect() && !stats.answered() {
+            let message = match err {
+                ApiError::Transport { message, .. } => message,
+                _ => String::new(),
+            };
+            let mut shown = url.clone();
+            shown.set_query(None);
+            return ApiError::Unreachable {
+                url: shown.to_string(),
+                message,
+            };
+        }
+        err
     }
 
     async fn with_retry<T, Fut>(
@@ -398,7 +437,7 @@ impl Client {
             .notify(|err: &ApiError, delay| {
                 attempts.fetch_add(1, Ordering::Relaxed);
                 stats.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %err, delay_ms = delay.as_millis() as u64, "Retrying request.");
+                tracing::info!(error = %err, delay_ms = delay.as_millis() as u64, "Retrying request after a backoff.");
             })
             .await;
         result.map_err(|source| RequestError {
@@ -423,4 +462,34 @@ fn segment(s: &str) -> percent_encoding::PercentEncode<'_> {
 
 fn what_or(user: &str) -> String {
     format!("Conversations API, user {user}")
+}
+
+/// A 2xx body that is certainly not JSON: a content type that is not JSON, or a first byte
+/// that cannot start JSON (an HTML page). A JSON body cut short is left to the parser (and
+/// retried).
+fn not_json(status: u16, content_type: Option<String>, body: &[u8], url: &Url) -> Option<ApiError> {
+    let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
+    let json_type = content_type
+        .as_deref()
+        .is_none_or(|t| t.to_ascii_lowercase().contains("json"));
+    let json_start = first.is_none_or(|b| {
+        matches!(
+            b,
+            b'{' | b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9'
+        )
+    });
+    if json_type && json_start {
+        return None;
+    }
+    let head: String = String::from_utf8_lossy(&body[..body.len().min(200)])
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(80)
+        .collect();
+    Some(ApiError::NotJson {
+        status,
+        content_type,
+        head,
+        url: url.to_string(),
+    })
 }

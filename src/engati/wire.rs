@@ -25,13 +25,16 @@ use crate::time::{DAY_MS, days_from_civil, days_in_month};
 /// Why a response body could not be read.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum DecodeError {
-    /// Not JSON, or JSON cut short (a truncated body). Retryable: the next attempt may be whole.
-    #[error("response body is not valid JSON ({detail}); {len} bytes received")]
+    /// Not JSON, or JSON cut short (a truncated body: retryable, the next attempt may be
+    /// whole; anything else is not).
+    #[error("response body is not valid JSON ({detail}); {len} bytes received{}", if *.truncated { " (cut short)" } else { "" })]
     Syntax {
         /// serde_json's message (line/column of the fault).
         detail: String,
         /// Body length in bytes.
         len: usize,
+        /// True when the body ended in the middle of the JSON (a truncated transfer).
+        truncated: bool,
     },
     /// Valid JSON but not a shape we know. Not retryable: configure the key names.
     #[error("unexpected response shape at `{path}`: looked for {looked_for}, found {found}")]
@@ -46,15 +49,23 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// True for syntax faults (truncated or garbled bodies), which are worth retrying.
+    /// True for a body cut short (a truncated transfer), which is worth retrying; a body that
+    /// is not JSON will not become JSON.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, DecodeError::Syntax { .. })
+        matches!(
+            self,
+            DecodeError::Syntax {
+                truncated: true,
+                ..
+            }
+        )
     }
 
     fn syntax(err: &serde_json::Error, len: usize) -> Self {
         DecodeError::Syntax {
             detail: err.to_string(),
             len,
+            truncated: err.is_eof(),
         }
     }
 }

@@ -104,7 +104,9 @@ pub fn finish(
         (Some(RunError::Sink(SinkError::OutputClosed)), _) => RunStatus::Interrupted,
         (Some(_), _) => RunStatus::Failed,
         (None, true) => RunStatus::Interrupted,
-        (None, false) if sink_report.rejects_written > 0 => RunStatus::CompletedWithRejects,
+        (None, false) if sink_report.rejects_written > 0 || !prepared.rejected_users.is_empty() => {
+            RunStatus::CompletedWithRejects
+        }
         (None, false) => RunStatus::Succeeded,
     };
     let finished = now_ms();
@@ -117,7 +119,9 @@ pub fn finish(
         finished_at: rfc3339_ms(finished),
         duration_ms: (finished - started).max(0) as u64,
         options: report_options(spec),
+        fetched: fetched_range(prepared),
         users: prepared.plan.users.len() as u64,
+        users_rejected: prepared.rejected_users.clone(),
         cells: CellCounts {
             planned: prepared.plan.cell_count(),
             skipped: walked.cells_skipped,
@@ -131,17 +135,21 @@ pub fn finish(
         },
         sink: sink_report,
     };
+    let mut report_file = None;
     if let (Some(st), Some(out_dir)) = (state.as_mut(), spec.output.out_dir()) {
         let json = serde_json::to_string(&report).unwrap_or_default();
         if let Err(e) = st.finish_run(&prepared.run_id, status.as_str(), &json, finished) {
             tracing::warn!(error = %e, "Could not record the run in the state store.");
         }
-        if let Err(e) = report.write(&out_dir.join("_run_report.json")) {
-            tracing::warn!(error = %e, "Could not write the run report.");
+        let path = out_dir.join("_run_report.json");
+        match report.write(&path) {
+            Ok(()) => report_file = Some(path),
+            Err(e) => tracing::warn!(error = %e, "Could not write the run report."),
         }
     }
     RunOutcome {
         report: Some(report),
+        report_file,
         error,
     }
 }
@@ -201,5 +209,21 @@ pub fn report_options(spec: &RunSpec) -> ReportOptions {
             .out_dir()
             .map_or_else(|| "-".into(), |p| p.display().to_string()),
         state_dir: spec.output.state_dir().map(|p| p.display().to_string()),
+        state_namespace: spec.namespace.clone(),
     }
+}
+
+/// The range the plan covers: from the earliest user's start to the end.
+fn fetched_range(prepared: &Prepared) -> Option<crate::report::FetchedRange> {
+    let plan = &prepared.plan;
+    let from = plan
+        .from_ms
+        .iter()
+        .copied()
+        .filter(|&f| f < plan.until_ms)
+        .min()?;
+    Some(crate::report::FetchedRange {
+        from: rfc3339_ms(from),
+        until: rfc3339_ms(plan.until_ms),
+    })
 }

@@ -35,7 +35,7 @@ use crate::engati::SourceSpec;
 use crate::engati::UsersSource;
 use crate::engati::client::{Client, ClientBuildError};
 use crate::engati::error::{ApiError, RequestError};
-use crate::engati::users::{self, UsersFileError};
+use crate::engati::users::{self, RejectedUser, UsersFileError};
 use crate::model::User;
 use crate::plan::RangeSpec;
 use crate::report::RunReport;
@@ -75,6 +75,8 @@ pub struct Tuning {
 #[derive(Debug, Default)]
 pub struct RunControl {
     stop: AtomicBool,
+    /// Wakes the walk when a stop is asked.
+    stop_notify: tokio::sync::Notify,
     /// Cells written to the sink so far (for progress).
     pub cells_done: AtomicU64,
     /// Cells in the plan (set once planned).
@@ -89,6 +91,18 @@ impl RunControl {
     /// Asks the run to stop taking new work.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.stop_notify.notify_waiters();
+    }
+
+    /// Completes once [`stop`](Self::stop) was called.
+    pub async fn stopped(&self) {
+        loop {
+            let notified = self.stop_notify.notified();
+            if self.stopping() {
+                return;
+            }
+            notified.await;
+        }
     }
     /// True once [`stop`](Self::stop) was called.
     pub fn stopping(&self) -> bool {
@@ -127,7 +141,11 @@ impl RunError {
             RunError::State(StateError::Locked(_)) => 2,
             RunError::Source(e) => match &e.source {
                 ApiError::Auth { .. } => 3,
-                ApiError::Rejected { .. } | ApiError::NotFound | ApiError::Unexpected { .. } => 4,
+                ApiError::Rejected { .. }
+                | ApiError::NotFound { .. }
+                | ApiError::Redirect { .. }
+                | ApiError::NotJson { .. }
+                | ApiError::Unexpected { .. } => 4,
                 _ => 5,
             },
             RunError::State(_) => 6,
@@ -144,6 +162,8 @@ impl RunError {
 pub struct RunOutcome {
     /// The report (also written to `OUT/_run_report.json` for file outputs).
     pub report: Option<RunReport>,
+    /// Where the report was written, if it was.
+    pub report_file: Option<std::path::PathBuf>,
     /// The error that stopped the run.
     pub error: Option<RunError>,
 }
@@ -159,15 +179,30 @@ impl RunOutcome {
     }
 }
 
-/// Lists the run's users: the Users API (one call per filter, a union) or a users file.
+/// Lists the run's users: the Users API (one call per filter, a union) or a users file; and
+/// the listed users whose id cannot be exported (each warned about on stderr).
 ///
 /// # Errors
-/// [`RunError::Source`] or [`RunError::UsersFile`].
-pub async fn list_users(client: &Client, source: &UsersSource) -> Result<Vec<User>, RunError> {
-    Ok(match source {
+/// [`RunError::Source`] or [`RunError::UsersFile`] (a bad id in a users file is an error).
+pub async fn list_users(
+    client: &Client,
+    source: &UsersSource,
+) -> Result<(Vec<User>, Vec<RejectedUser>), RunError> {
+    let (users, rejected) = match source {
         UsersSource::Filters(filters) => users::list_users(client, filters).await?,
-        UsersSource::File(path) => users::read_users_file(path)?,
-    })
+        UsersSource::File(path) => (users::read_users_file(path)?, Vec::new()),
+    };
+    for r in rejected.iter().take(20) {
+        tracing::warn!(
+            user = %r.channel_user_id,
+            reason = %r.reason,
+            "The Users API listed a user whose id cannot be exported; skipped."
+        );
+    }
+    if users.is_empty() {
+        tracing::warn!("No user matched: nothing to export (check the attribute filters).");
+    }
+    Ok((users, rejected))
 }
 
 /// Runs an export. Always returns a report once the run started (written to
@@ -183,17 +218,17 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
         Ok(s) => s,
         Err(e) => return failed(e),
     };
-    let users = match list_users(&client, &spec.source.users).await {
+    let (users, rejected) = match list_users(&client, &spec.source.users).await {
         Ok(u) => u,
         Err(e) => return failed(e),
     };
-    let prepared = match resume::prepare(spec, state.as_mut(), users, started) {
+    let prepared = match resume::prepare(spec, state.as_mut(), users, rejected, started) {
         Ok(p) => p,
         Err(e) => return failed(e),
     };
-    control
-        .cells_planned
-        .store(prepared.plan.cell_count(), Ordering::Relaxed);
+    let cells = prepared.plan.cell_count();
+    control.cells_planned.store(cells, Ordering::Relaxed);
+    warn_if_large(cells, spec);
     let cx = RowContext {
         provider: spec.source.provider.as_str().into(),
         customer_id: spec.source.client.customer_id.as_str().into(),
@@ -223,9 +258,24 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
     finish::finish(spec, &client, &prepared, ended, started)
 }
 
+/// Plans past this many cells get a warning with the time they take at the rate limit.
+pub const LARGE_PLAN_CELLS: u64 = 100_000;
+
+fn warn_if_large(cells: u64, spec: &RunSpec) {
+    if cells <= LARGE_PLAN_CELLS {
+        return;
+    }
+    let rps = u64::from(spec.source.client.max_rps.max(1));
+    let hours = cells as f64 / rps as f64 / 3600.0;
+    tracing::warn!(
+        "Planned {cells} cells (users x windows): at least {cells} requests, at least {hours:.1} h at max_rps {rps}. A longer --window or fewer users cost fewer requests."
+    );
+}
+
 fn failed(error: RunError) -> RunOutcome {
     RunOutcome {
         report: None,
+        report_file: None,
         error: Some(error),
     }
 }

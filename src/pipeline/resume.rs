@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{RunError, RunSpec};
 use crate::engati::UsersSource;
+use crate::engati::users::RejectedUser;
 use crate::model::User;
 use crate::plan::{Mode, Plan};
 use crate::state::StateStore;
@@ -25,6 +26,8 @@ pub struct Prepared {
     pub done_units: HashMap<String, u32>,
     /// Users x windows.
     pub plan: Plan,
+    /// Users the Users API listed whose id cannot be exported.
+    pub rejected_users: Vec<RejectedUser>,
 }
 
 /// The run's start, ms since epoch UTC (`extracted_at`, the run id). Tests pin it with the
@@ -126,6 +129,7 @@ pub fn prepare(
     spec: &RunSpec,
     state: Option<&mut StateStore>,
     users: Vec<User>,
+    rejected_users: Vec<RejectedUser>,
     started: i64,
 ) -> Result<Prepared, RunError> {
     let until_ms = spec.range.mode.until_ms();
@@ -169,6 +173,7 @@ pub fn prepare(
             .collect(),
     };
     Ok(Prepared {
+        rejected_users,
         run_id,
         resumed,
         done_units,

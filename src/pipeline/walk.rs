@@ -118,6 +118,13 @@ pub async fn walk(
 impl<'a> Walker<'a> {
     async fn run(&mut self, walked: &mut Walked) -> Result<(), RunError> {
         loop {
+            if self.tx.is_closed() {
+                // The sink ended (a closed pipe, a failure): no more requests.
+                self.control.stop();
+            }
+            if self.control.stopping() {
+                self.cancel_pending();
+            }
             self.dispatch(walked);
             let Some(head) = self.queue.front() else {
                 break;
@@ -142,7 +149,11 @@ impl<'a> Walker<'a> {
                     .await?;
             }
             let head = self.queue.front_mut().expect("checked above");
-            match head.rx.recv().await {
+            let event = tokio::select! {
+                e = head.rx.recv() => e,
+                () = self.control.stopped(), if !self.control.stopping() => continue,
+            };
+            match event {
                 Some(CellEvent::Page(page, ticket)) => {
                     head.started = true;
                     let (seq, unit, cell) = (head.seq, head.unit, head.cell);
@@ -165,6 +176,22 @@ impl<'a> Walker<'a> {
             }
         }
         self.end_unit().await
+    }
+
+    /// On a stop: the cells behind the head that are not fetched in full are cancelled at once
+    /// (their queued requests are never sent; a request in flight is dropped), and with them
+    /// every cell after them, which could not be committed before them anyway. The head is
+    /// finished, and the cells fetched in full before the first cancelled one are written.
+    fn cancel_pending(&mut self) {
+        let keep = self
+            .queue
+            .iter()
+            .skip(1)
+            .position(|f| !f.task.is_finished())
+            .map_or(self.queue.len(), |i| i + 1);
+        for f in self.queue.drain(keep..) {
+            f.task.abort();
+        }
     }
 
     /// Starts cells while there is room, no stop was asked and the plan has more.

@@ -58,6 +58,8 @@ pub struct FilesSpec {
     pub encoding: Encoding,
     /// Rotate a file when its estimated size reaches this many bytes.
     pub target_file_bytes: u64,
+    /// Accept an output directory holding files this tool did not write.
+    pub allow_foreign_files: bool,
 }
 
 /// The file sink of one run.
@@ -244,6 +246,87 @@ impl FilesSink {
     }
 }
 
+impl FilesSink {
+    /// Closes the unit's files, stages its dead letters and remnants, and commits them.
+    fn stage_and_commit(
+        &mut self,
+        cells_done: u32,
+        dead: DeadLetters,
+    ) -> Result<Committed, SinkError> {
+        let info = self.unit()?.info.clone();
+        let messages = self.close_files()?;
+        let done = (cells_done as usize).min(info.cells.len());
+        if done == 0 {
+            for (_, f) in &messages {
+                let _ = std::fs::remove_file(self.spec.out_dir.join(&f.staged));
+            }
+            return Ok(Committed::default());
+        }
+        let cells = &info.cells[..done];
+        let bounds = Bounds::of(&info, cells);
+        let mut adds: Vec<(StagedFile, FileRecord)> = messages
+            .into_iter()
+            .map(|(day, f)| {
+                let rec = bounds.record(&info, &f, "messages", Some(day));
+                (f, rec)
+            })
+            .collect();
+        let rows = adds.iter().map(|(f, _)| f.rows).sum();
+        if !dead.is_empty() {
+            let f = self.stage_dead(&info, &dead)?;
+            let rec = bounds.record(&info, &f, "dead_letter", None);
+            adds.push((f, rec));
+        }
+        let replacement = self.replace_earlier(&info, &bounds, cells)?;
+        let mut plan = CommitPlan::default();
+        for (f, rec) in &adds {
+            plan.adds.push((f.staged.clone(), f.path.clone()));
+            plan.records.push(rec.clone());
+        }
+        for (staged, rec) in &replacement.remnants {
+            plan.adds.push((staged.clone(), rec.path.clone()));
+            plan.records.push(rec.clone());
+        }
+        plan.removes = replacement.removes.clone();
+        plan.unit_progress = Some((info.key.0.clone(), bounds.cells_to));
+        if let Some(ns) = &self.watermarks {
+            plan.watermarks = watermark_moves(ns, cells);
+        }
+        fail::fail_point!("files::before_journal", |_| crate::hooks::crash(
+            "before journaling a commit"
+        ));
+        fail::fail_point!("files::disk_full", |_| Err(SinkError::Io {
+            action: "writing",
+            path: self.spec.out_dir.join("messages"),
+            source: std::io::Error::from_raw_os_error(28),
+        }));
+        sync_parents(
+            &self.spec.out_dir,
+            plan.adds.iter().map(|(s, _)| s.as_str()),
+        )?;
+        self.state.commit(
+            &self.run_id,
+            &plan,
+            &self.spec.out_dir,
+            crate::time::now_ms(),
+        )?;
+        Ok(Committed {
+            rows,
+            rejects: dead.rows,
+            files: plan
+                .records
+                .iter()
+                .map(|r| WrittenFile {
+                    path: r.path.clone(),
+                    bytes: r.bytes,
+                })
+                .collect(),
+            files_replaced: replacement.removes.len() as u64,
+            rows_replaced: replacement.rows_removed,
+        })
+    }
+}
+
 /// The users, user range and time span of the cells a commit covers.
 struct Bounds {
     min_user: String,
@@ -368,74 +451,14 @@ impl Sink for FilesSink {
     }
 
     fn commit(&mut self, cells_done: u32, dead: DeadLetters) -> Result<Committed, SinkError> {
-        let info = self.unit()?.info.clone();
-        let messages = self.close_files()?;
-        let done = (cells_done as usize).min(info.cells.len());
-        if done == 0 {
-            for (_, f) in &messages {
-                let _ = std::fs::remove_file(self.spec.out_dir.join(&f.staged));
-            }
-            self.unit = None;
-            return Ok(Committed::default());
+        let result = self.stage_and_commit(cells_done, dead);
+        if result.is_err() {
+            // Nothing was journaled (or the journal's recovery keeps what it refers to): the
+            // unit's staged files go, so a failed run (a full disk) leaves no `.tmp` behind.
+            let _ = self.state.recover(&self.spec.out_dir);
         }
-        let cells = &info.cells[..done];
-        let bounds = Bounds::of(&info, cells);
-        let mut adds: Vec<(StagedFile, FileRecord)> = messages
-            .into_iter()
-            .map(|(day, f)| {
-                let rec = bounds.record(&info, &f, "messages", Some(day));
-                (f, rec)
-            })
-            .collect();
-        let rows = adds.iter().map(|(f, _)| f.rows).sum();
-        if !dead.is_empty() {
-            let f = self.stage_dead(&info, &dead)?;
-            let rec = bounds.record(&info, &f, "dead_letter", None);
-            adds.push((f, rec));
-        }
-        let replacement = self.replace_earlier(&info, &bounds, cells)?;
-        let mut plan = CommitPlan::default();
-        for (f, rec) in &adds {
-            plan.adds.push((f.staged.clone(), f.path.clone()));
-            plan.records.push(rec.clone());
-        }
-        for (staged, rec) in &replacement.remnants {
-            plan.adds.push((staged.clone(), rec.path.clone()));
-            plan.records.push(rec.clone());
-        }
-        plan.removes = replacement.removes.clone();
-        plan.unit_progress = Some((info.key.0.clone(), bounds.cells_to));
-        if let Some(ns) = &self.watermarks {
-            plan.watermarks = watermark_moves(ns, cells);
-        }
-        fail::fail_point!("files::before_journal", |_| crate::hooks::crash(
-            "before journaling a commit"
-        ));
-        sync_parents(
-            &self.spec.out_dir,
-            plan.adds.iter().map(|(s, _)| s.as_str()),
-        )?;
-        self.state.commit(
-            &self.run_id,
-            &plan,
-            &self.spec.out_dir,
-            crate::time::now_ms(),
-        )?;
         self.unit = None;
-        Ok(Committed {
-            rows,
-            rejects: dead.rows,
-            files: plan
-                .records
-                .iter()
-                .map(|r| WrittenFile {
-                    path: r.path.clone(),
-                    bytes: r.bytes,
-                })
-                .collect(),
-            files_replaced: replacement.removes.len() as u64,
-            rows_replaced: replacement.rows_removed,
-        })
+        result
     }
 
     fn abort(&mut self) {
@@ -466,6 +489,7 @@ impl Sink for FilesSink {
         SinkEnd {
             crm: None,
             state: Some(self.state),
+            rows_uncommitted: 0,
         }
     }
 }

@@ -235,6 +235,8 @@ pub struct SinkEnd {
     pub crm: Option<crm::CrmReport>,
     /// The state store, handed back to the pipeline to record the run.
     pub state: Option<StateStore>,
+    /// Rows delivered that no commit counted (stdout: lines written before the pipe closed).
+    pub rows_uncommitted: u64,
 }
 
 /// A sink: one unit at a time, rows in batches, commit or abort, an outcome at the end. Called

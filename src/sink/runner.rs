@@ -61,8 +61,13 @@ pub fn spawn<S: Sink>(
             if runner.unit.take().is_some() {
                 runner.sink.abort();
             }
-            let SinkEnd { crm, state } = runner.sink.finish();
+            let SinkEnd {
+                crm,
+                state,
+                rows_uncommitted,
+            } = runner.sink.finish();
             runner.report.crm = crm;
+            runner.report.rows_written += rows_uncommitted;
             SinkOutcome {
                 report: runner.report,
                 state,

@@ -53,6 +53,9 @@ impl Sink for StdoutSink {
     fn write(&mut self, rows: RecordBatch) -> Result<(), SinkError> {
         let batch = json_ready(&rows).map_err(stdout_error)?;
         self.writer.write(&batch).map_err(stdout_error)?;
+        // Flushed batch by batch: a reader that closed the pipe (`| head`) is noticed at once,
+        // and what was written is counted.
+        self.writer.get_mut().flush().map_err(io_error)?;
         self.pending_rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -74,6 +77,9 @@ impl Sink for StdoutSink {
     fn finish(mut self: Box<Self>) -> SinkEnd {
         let _ = self.writer.finish();
         let _ = self.writer.get_mut().flush();
-        SinkEnd::default()
+        SinkEnd {
+            rows_uncommitted: self.pending_rows,
+            ..SinkEnd::default()
+        }
     }
 }

@@ -225,7 +225,8 @@ pub struct RunStart {
 pub struct StateStore {
     conn: Connection,
     path: PathBuf,
-    _lock: File,
+    /// The lock file, held for the store's life (none when opened read-only).
+    _lock: Option<File>,
 }
 
 /// Maps a SQLite error to [`StateError::Sqlite`] naming the store's file.
@@ -316,8 +317,34 @@ impl StateStore {
         Ok(StateStore {
             conn,
             path,
-            _lock: lock,
+            _lock: Some(lock),
         })
+    }
+
+    /// Opens the store read-only, without the lock: what `state show` does while a run holds
+    /// it (SQLite's WAL lets readers in beside the writer). Nothing may be written through it.
+    ///
+    /// # Errors
+    /// SQLite errors (e.g. no database in `dir`).
+    pub fn open_read_only(dir: &Path) -> Result<Self, StateError> {
+        let path = dir.join("state.sqlite3");
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql(&path))?;
+        conn.execute_batch("PRAGMA busy_timeout=5000;")
+            .map_err(sql(&path))?;
+        Ok(StateStore {
+            conn,
+            path,
+            _lock: None,
+        })
+    }
+
+    /// True when this handle holds the lock (no other run is using the store).
+    pub fn holds_lock(&self) -> bool {
+        self._lock.is_some()
     }
 
     /// The SQLite connection, for modules that keep their own tables in the store (the CRM

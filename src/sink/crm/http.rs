@@ -167,6 +167,12 @@ impl CrmHttp {
         );
         op.retry(backoff)
             .when(|e| matches!(e, Attempt::Retry { .. }))
+            .notify(|e, d| {
+                if let Attempt::Retry { detail, .. } = e {
+                    tracing::info!(crm = self.crm, request = %format!("{method} {path}"), error = %detail,
+                        delay_ms = d.as_millis() as u64, "Retrying CRM request after a backoff.");
+                }
+            })
             .adjust(|e, d| {
                 let d = d?;
                 Some(match e {

@@ -369,6 +369,7 @@ impl Sink for CrmSink {
         SinkEnd {
             crm: Some(self.report),
             state: Some(self.state),
+            rows_uncommitted: 0,
         }
     }
 }
