@@ -57,17 +57,43 @@ pub struct TestHooks {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Ad hoc export, everything given as flags; no pipeline watermarks are touched.
+    #[command(after_help = "Examples:
+  export ENGATI_API_KEY=...   # or --api-key-file PATH
+  engati-etl export --provider engati --customer-id 61179 --bot-key bb67e0773bed4c7e \\
+      --attribute feedback=1 --since 2026-11-01 --until today --format parquet --out out/feedback
+  engati-etl export ... --format jsonl --out - | jq .text
+  engati-etl export ... --format crm --crm hubspot --dry-run
+
+Dates: 2026-01-31 (UTC midnight), 2026-01-31T05:30:00+05:30, now, today, yesterday, tomorrow,
+today-7d. The range is [since, until) in UTC.")]
     Export(ExportArgs),
     /// Run a pipeline file (flags override the file).
+    #[command(after_help = "Examples:
+  engati-etl run pipelines/demo.toml                  # the embedded sandbox, no key needed
+  engati-etl run pipelines/nightly.toml --quiet       # incremental, from each user's watermark
+  engati-etl run pipelines/adhoc.toml --since 2026-10-01 --until 2026-11-01")]
     Run(RunArgs),
     /// List the users that match the attribute filters, as JSONL or CSV on stdout.
+    #[command(after_help = "Examples:
+  engati-etl users --pipeline pipelines/nightly.toml --format csv > users.csv
+  engati-etl users --provider engati --customer-id 61179 --bot-key bb67e0773bed4c7e --attribute opt1=yes")]
     Users(UsersArgs),
     /// Run the Engati-compatible sandbox server and print its base URL, ids and key.
+    #[command(after_help = "Example:
+  engati-etl sandbox --port 8088 > sandbox.env &
+  set -a; . ./sandbox.env; set +a
+  engati-etl export --provider custom --attribute opt1=yes --since 2026-08-01 --until 2026-09-01 \\
+      --format parquet --out out/sandbox")]
     Sandbox(SandboxArgs),
     /// Check a pipeline file, then make one cheap authenticated call.
+    #[command(after_help = "Examples:
+  engati-etl validate pipelines/nightly.toml
+  engati-etl validate pipelines/nightly.toml --offline   # the file only, no request")]
     Validate(ValidateArgs),
     /// Export a closed historical range with a pipeline's settings, in its own resumable
     /// state namespace (nightly watermarks are not moved).
+    #[command(after_help = "Example:
+  engati-etl backfill pipelines/nightly.toml --from 2025-01-01 --to 2026-01-01 --window 1d")]
     Backfill(BackfillArgs),
     /// Show or reset a pipeline's state (watermarks, runs, files).
     #[command(subcommand)]
@@ -77,9 +103,15 @@ pub enum Cmd {
 /// `state` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum StateCmd {
-    /// Watermarks, recent runs with counts and outcome, files.
+    /// Watermarks, recent runs with counts and outcome, files (works while a run is going).
+    #[command(after_help = "Examples:
+  engati-etl state show pipelines/nightly.toml
+  engati-etl state show --out out/feedback --user 919565428256 --json")]
     Show(StateShowArgs),
     /// Move incremental watermarks back (re-export from there next run; no duplicates).
+    #[command(after_help = "Examples:
+  engati-etl state reset pipelines/nightly.toml --user 919565428256
+  engati-etl state reset pipelines/nightly.toml --to 2026-10-01")]
     Reset(StateResetArgs),
 }
 

@@ -15,11 +15,17 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    // -v / -vv win over RUST_LOG (flags > environment); RUST_LOG is read without them.
+    let from_flags = || {
         EnvFilter::new(format!(
             "{default_level},hyper=warn,reqwest=warn,h2=warn,axum=warn"
         ))
-    });
+    };
+    let filter = if cli.verbose > 0 {
+        from_flags()
+    } else {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| from_flags())
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

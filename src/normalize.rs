@@ -55,6 +55,8 @@ pub struct PageNormalizer<'a> {
     window: Window,
     occurrences: Occurrences,
     id_buf: String,
+    /// Messages of the cell seen so far, across pages: the next message's `position`.
+    seen: u32,
 }
 
 impl<'a> PageNormalizer<'a> {
@@ -72,6 +74,7 @@ impl<'a> PageNormalizer<'a> {
             window,
             occurrences: Occurrences::default(),
             id_buf: String::with_capacity(32),
+            seen: 0,
         }
     }
 
@@ -89,7 +92,9 @@ impl<'a> PageNormalizer<'a> {
         let mut counts = PageCounts::default();
         for span in spans {
             let raw = &body[span.clone()];
-            match self.message(raw, out) {
+            let position = self.seen;
+            self.seen = self.seen.saturating_add(1);
+            match self.message(raw, position, out) {
                 Ok(true) => counts.rows += 1,
                 Ok(false) => counts.out_of_window += 1,
                 Err(reason) => {
@@ -105,8 +110,14 @@ impl<'a> PageNormalizer<'a> {
         counts
     }
 
-    /// One message: `Ok(true)` appended, `Ok(false)` outside the window, `Err(reason)` reject.
-    fn message(&mut self, raw: &str, out: &mut MessageBatchBuilder) -> Result<bool, String> {
+    /// One message, the `position`-th of its cell: `Ok(true)` appended, `Ok(false)` outside
+    /// the window, `Err(reason)` reject.
+    fn message(
+        &mut self,
+        raw: &str,
+        position: u32,
+        out: &mut MessageBatchBuilder,
+    ) -> Result<bool, String> {
         let m = WireMessage::parse(raw)
             .map_err(|e| format!("message is not a readable object: {e}"))?;
         let sent_at = parse_timestamp(m.timestamp).map_err(|e| e.to_string())?;
@@ -144,6 +155,7 @@ impl<'a> PageNormalizer<'a> {
             message_id: &self.id_buf,
             user_id: m.user_id.as_ref().map(Text::as_str),
             sent_at_ms: sent_at,
+            position,
             sender,
             direction: direction(sender, kind),
             message_type: kind,

@@ -12,6 +12,7 @@ use std::sync::{Arc, LazyLock};
 
 use arrow_array::builder::{
     ListBuilder, MapBuilder, MapFieldNames, StringBuilder, TimestampMillisecondBuilder,
+    UInt32Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
@@ -35,6 +36,12 @@ pub const CHANNEL: &str = "channel";
 pub const USER_ID: &str = "user_id";
 /// `sent_at`: message time, ms since epoch, UTC.
 pub const SENT_AT: &str = "sent_at";
+/// `position`: the message's 0-based position in the API's answer for its (user, window) cell,
+/// across pages (UInt32). The API orders a cell's messages; `sent_at` has millisecond
+/// precision, so a user's message and the bot's answer often share one: order by
+/// (`channel_user_id`, `sent_at`, `position`) to read a conversation as it happened. The same
+/// window asked again gives the same positions.
+pub const POSITION: &str = "position";
 /// `sender`: `user`, `bot`, `agent` or any other value the API sends.
 pub const SENDER: &str = "sender";
 /// `direction`: `inbound` | `outbound` | `event`.
@@ -94,6 +101,7 @@ static MESSAGES: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(CHANNEL, DataType::Utf8, true),
         Field::new(USER_ID, DataType::Utf8, true),
         Field::new(SENT_AT, ts_type(), false),
+        Field::new(POSITION, DataType::UInt32, false),
         Field::new(SENDER, DataType::Utf8, true),
         Field::new(DIRECTION, DataType::Utf8, false),
         Field::new(MESSAGE_TYPE, DataType::Utf8, true),
@@ -142,6 +150,8 @@ pub struct MessageRow<'a> {
     pub user_id: Option<&'a str>,
     /// See [`SENT_AT`]; ms since epoch UTC.
     pub sent_at_ms: i64,
+    /// See [`POSITION`].
+    pub position: u32,
     /// See [`SENDER`].
     pub sender: Option<&'a str>,
     /// See [`DIRECTION`].
@@ -187,6 +197,7 @@ pub struct MessageBatchBuilder {
     channel: StringBuilder,
     user_id: StringBuilder,
     sent_at: TimestampMillisecondBuilder,
+    position: UInt32Builder,
     sender: StringBuilder,
     direction: StringBuilder,
     message_type: StringBuilder,
@@ -214,6 +225,7 @@ impl MessageBatchBuilder {
             channel: s(),
             user_id: StringBuilder::with_capacity(rows, rows * 36),
             sent_at: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            position: UInt32Builder::with_capacity(rows),
             sender: s(),
             direction: s(),
             message_type: s(),
@@ -250,6 +262,7 @@ impl MessageBatchBuilder {
         self.channel.append_option(channel);
         self.user_id.append_option(row.user_id);
         self.sent_at.append_value(row.sent_at_ms);
+        self.position.append_value(row.position);
         self.sender.append_option(row.sender);
         self.direction.append_value(row.direction);
         self.message_type.append_option(row.message_type);
@@ -297,6 +310,13 @@ impl MessageBatchBuilder {
             renew(&mut self.channel, rows),
             renew(&mut self.user_id, rows),
             renew_ts(&mut self.sent_at, rows),
+            Arc::new(
+                std::mem::replace(
+                    &mut self.position,
+                    UInt32Builder::with_capacity(rows + rows / 4),
+                )
+                .finish(),
+            ),
             renew(&mut self.sender, rows),
             renew(&mut self.direction, rows),
             renew(&mut self.message_type, rows),
@@ -440,6 +460,7 @@ mod tests {
             message_id: "00",
             user_id: None,
             sent_at_ms: 1,
+            position: 0,
             sender: Some("bot"),
             direction: "outbound",
             message_type: Some("OPTIONS"),

@@ -210,3 +210,20 @@ fn fmt_thousands(n: u64) -> String {
     }
     out
 }
+
+#[test]
+fn the_readme_schema_is_the_messages_schema() {
+    let readme = read("README.md");
+    let start = readme
+        .find("### `messages`")
+        .expect("README documents the messages table");
+    let columns: Vec<&str> = readme[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with("| `"))
+        .take_while(|l| l.starts_with("| `"))
+        .map(|l| l.trim_start_matches("| `").split('`').next().unwrap())
+        .collect();
+    let schema = engati_etl::schema::messages_schema();
+    let want: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(columns, want, "README's messages table, column for column");
+}

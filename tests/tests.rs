@@ -21,4 +21,5 @@ mod encoding;
 mod errors;
 mod export;
 mod faults;
+mod hardening;
 mod incremental;

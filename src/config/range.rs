@@ -29,7 +29,7 @@ pub struct RangeSection {
     #[arg(skip)]
     pub mode: Option<RangeMode>,
     /// Start (inclusive): 2026-01-31 (UTC midnight), an RFC 3339 timestamp, now, today,
-    /// yesterday, today-7d.
+    /// yesterday, tomorrow, today-7d.
     #[arg(long, value_name = "DATE")]
     #[serde(default, deserialize_with = "date_text")]
     pub since: Option<String>,

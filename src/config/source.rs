@@ -52,20 +52,14 @@ pub struct SourceSection {
           value_parser = NumParser::<u32>::new("page_size (--page-size)", 1, 500))]
     pub page_size: Option<u32>,
     /// Requests in flight at most [default: 16].
-    #[arg(
-        long,
-        value_name = "N",
-        env = "ENGATI_ETL_CONCURRENCY",
-        help_heading = "Tuning"
-    )]
+    #[arg(long, value_name = "N", env = "ENGATI_ETL_CONCURRENCY", help_heading = "Tuning",
+          value_parser = NumParser::<usize>::new(
+              "concurrency (--concurrency or ENGATI_ETL_CONCURRENCY)", 1, 1024))]
     pub concurrency: Option<usize>,
     /// Requests per second at most, all tasks together [default: 50].
-    #[arg(
-        long,
-        value_name = "N",
-        env = "ENGATI_ETL_MAX_RPS",
-        help_heading = "Tuning"
-    )]
+    #[arg(long, value_name = "N", env = "ENGATI_ETL_MAX_RPS", help_heading = "Tuning",
+          value_parser = NumParser::<u32>::new(
+              "max_rps (--max-rps or ENGATI_ETL_MAX_RPS)", 1, 100_000))]
     pub max_rps: Option<u32>,
     /// Request timeout in seconds (connect, headers and body) [default: 30].
     #[arg(long, value_name = "SECS", help_heading = "Tuning",

@@ -13,6 +13,9 @@ use arrow_json::writer::{LineDelimited, Writer};
 use super::part::{json_ready, jsonl_writer};
 use super::{Committed, DeadLetters, Sink, SinkEnd, SinkError, UnitInfo};
 
+/// Rows written to stdout at a time.
+const SLICE_ROWS: usize = 64;
+
 /// The stdout sink.
 pub struct StdoutSink {
     writer: Writer<BufWriter<Stdout>, LineDelimited>,
@@ -52,11 +55,18 @@ impl Sink for StdoutSink {
 
     fn write(&mut self, rows: RecordBatch) -> Result<(), SinkError> {
         let batch = json_ready(&rows).map_err(stdout_error)?;
-        self.writer.write(&batch).map_err(stdout_error)?;
-        // Flushed batch by batch: a reader that closed the pipe (`| head`) is noticed at once,
-        // and what was written is counted.
-        self.writer.get_mut().flush().map_err(io_error)?;
-        self.pending_rows += batch.num_rows() as u64;
+        // Written and flushed a slice at a time: a reader that closed the pipe (`| head`) is
+        // noticed at once, and the rows that did get through are counted.
+        let mut at = 0;
+        while at < batch.num_rows() {
+            let n = SLICE_ROWS.min(batch.num_rows() - at);
+            self.writer
+                .write(&batch.slice(at, n))
+                .map_err(stdout_error)?;
+            self.writer.get_mut().flush().map_err(io_error)?;
+            self.pending_rows += n as u64;
+            at += n;
+        }
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMillisecondType;
+use arrow_array::types::{TimestampMillisecondType, UInt32Type};
 use arrow_array::{Array, RecordBatch, StringArray};
 
 use super::session::{self, Line, MessageView};
@@ -34,10 +34,12 @@ pub(super) fn collect(b: &RecordBatch, out: &mut BTreeMap<String, Vec<Line>>) {
     else {
         return;
     };
-    let Some(sent) = b
-        .column_by_name(schema::SENT_AT)
-        .map(|c| c.as_primitive::<TimestampMillisecondType>().clone())
-    else {
+    let (Some(sent), Some(position)) = (
+        b.column_by_name(schema::SENT_AT)
+            .map(|c| c.as_primitive::<TimestampMillisecondType>().clone()),
+        b.column_by_name(schema::POSITION)
+            .map(|c| c.as_primitive::<UInt32Type>().clone()),
+    ) else {
         return;
     };
     fn opt(a: &StringArray, i: usize) -> Option<&str> {
@@ -47,6 +49,7 @@ pub(super) fn collect(b: &RecordBatch, out: &mut BTreeMap<String, Vec<Line>>) {
         let view = MessageView {
             message_id: id.value(i),
             sent_at_ms: sent.value(i),
+            position: position.value(i),
             sender: opt(&sender, i),
             direction: dir.value(i),
             message_type: opt(&kind, i),

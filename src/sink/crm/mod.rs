@@ -24,6 +24,7 @@ pub mod http;
 pub mod hubspot;
 pub mod ledger;
 mod lines;
+pub mod parts;
 mod plan;
 mod recover;
 pub mod session;

@@ -40,11 +40,6 @@ struct Channel {
     kind: String,
 }
 
-/// Orders transcript lines by time, then by id.
-fn by_time(lines: &mut [Line]) {
-    lines.sort_by(|a, b| (a.sent_at_ms, &a.message_id).cmp(&(b.sent_at_ms, &b.message_id)));
-}
-
 impl CrmSink {
     /// Phase 2 for the users' lines; users without a contact id are left out (already counted).
     pub(super) fn plan(
@@ -55,7 +50,7 @@ impl CrmSink {
         let gap = self.spec.session_gap_ms;
         let mut work = Work::default();
         for (user, mut lines) in by_user {
-            by_time(&mut lines);
+            session::sort_lines(&mut lines);
             let Some(contact_id) = contact_ids.get(&user) else {
                 continue;
             };
@@ -107,7 +102,7 @@ impl CrmSink {
         }
         let mut all = old.clone();
         all.extend(added.iter().cloned());
-        by_time(&mut all);
+        session::sort_lines(&mut all);
         let s = Session {
             key: key.clone(),
             lines: all,
