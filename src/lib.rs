@@ -41,4 +41,5 @@ pub mod schema;
 pub mod secret;
 pub mod sink;
 pub mod state;
+pub mod storage;
 pub mod time;

@@ -18,6 +18,7 @@ pub mod dead_letter;
 mod durable;
 pub mod files;
 pub mod part;
+pub mod partitions;
 pub mod rotating;
 pub mod runner;
 pub mod stdout;

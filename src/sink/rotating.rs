@@ -24,6 +24,71 @@ pub struct StagedFile {
     pub rows: u64,
     /// Bytes on disk.
     pub bytes: u64,
+    /// Exact bounds of its users and times, when asked for ([`RotatingWriter::with_stats`]).
+    pub bounds: Option<RowBounds>,
+}
+
+/// The smallest and largest `channel_user_id` and `sent_at` (ms since epoch UTC) of some rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowBounds {
+    /// Smallest user id.
+    pub min_user: String,
+    /// Largest user id.
+    pub max_user: String,
+    /// Earliest `sent_at`, ms since epoch UTC.
+    pub min_ms: i64,
+    /// Latest `sent_at`, ms since epoch UTC.
+    pub max_ms: i64,
+}
+
+impl RowBounds {
+    /// The bounds of `batch` (its `channel_user_id` and `sent_at` columns, `sent_at` in ms or
+    /// µs); `None` for no rows.
+    pub fn of(batch: &RecordBatch) -> Option<RowBounds> {
+        use arrow_array::Array;
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{TimestampMicrosecondType, TimestampMillisecondType};
+        let users = batch
+            .column_by_name(crate::schema::CHANNEL_USER_ID)?
+            .as_string::<i32>();
+        let sent = batch.column_by_name(crate::schema::SENT_AT)?;
+        let times: Vec<i64> = match sent.data_type() {
+            arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, _) => sent
+                .as_primitive::<TimestampMicrosecondType>()
+                .values()
+                .iter()
+                .map(|t| t.div_euclid(1000))
+                .collect(),
+            _ => sent
+                .as_primitive::<TimestampMillisecondType>()
+                .values()
+                .to_vec(),
+        };
+        if users.is_empty() {
+            return None;
+        }
+        let (mut lo, mut hi) = (users.value(0), users.value(0));
+        for u in users.iter().flatten() {
+            lo = lo.min(u);
+            hi = hi.max(u);
+        }
+        Some(RowBounds {
+            min_user: lo.to_owned(),
+            max_user: hi.to_owned(),
+            min_ms: times.iter().copied().min()?,
+            max_ms: times.iter().copied().max()?,
+        })
+    }
+
+    /// These bounds widened by `other`'s.
+    pub fn union(self, other: RowBounds) -> RowBounds {
+        RowBounds {
+            min_user: self.min_user.min(other.min_user),
+            max_user: self.max_user.max(other.max_user),
+            min_ms: self.min_ms.min(other.min_ms),
+            max_ms: self.max_ms.max(other.max_ms),
+        }
+    }
 }
 
 /// The files of one partition of one unit.
@@ -38,6 +103,10 @@ pub struct RotatingWriter {
     seq: u32,
     open: Option<(PartWriter, String, String)>,
     done: Vec<StagedFile>,
+    /// Track [`RowBounds`] of each file.
+    stats: bool,
+    /// The open file's bounds so far.
+    bounds: Option<RowBounds>,
 }
 
 impl RotatingWriter {
@@ -63,7 +132,15 @@ impl RotatingWriter {
             seq: 0,
             open: None,
             done: Vec::new(),
+            stats: false,
+            bounds: None,
         }
+    }
+
+    /// Tracks each file's exact [`RowBounds`] (for a table format's file statistics).
+    pub fn with_stats(mut self, stats: bool) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// The partition directory, relative to the output.
@@ -78,6 +155,14 @@ impl RotatingWriter {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
         if self.open.is_none() {
             self.open = Some(self.create()?);
+        }
+        if self.stats
+            && let Some(b) = RowBounds::of(batch)
+        {
+            self.bounds = Some(match self.bounds.take() {
+                Some(old) => old.union(b),
+                None => b,
+            });
         }
         let (w, _, _) = self.open.as_mut().expect("opened above");
         w.write(batch)?;
@@ -143,6 +228,7 @@ impl RotatingWriter {
             path,
             rows,
             bytes,
+            bounds: self.bounds.take(),
         });
         Ok(())
     }
