@@ -19,4 +19,5 @@ mod dead_letter;
 mod errors;
 mod export;
 mod faults;
+mod fuzz_wire;
 mod incremental;
