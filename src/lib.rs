@@ -15,7 +15,8 @@
 //!
 //! Modules: [`cli`] and [`commands`] (the binary's surface), [`config`] (pipeline files,
 //! precedence, validation), [`pipeline`] (the walk: ordered lookahead, cancellation),
-//! [`engati`] (everything that knows the API), [`plan`], [`normalize`], [`schema`] (the output
+//! [`engati`] (everything that knows the API), [`plan`] (and its estimate), [`shard`] (which
+//! users a sharded worker takes), [`normalize`], [`schema`] (the output
 //! columns), [`sink`], [`state`], [`report`], [`progress`], [`sandbox`] (an Engati-compatible
 //! server and a HubSpot emulator for the demo, tests and benchmarks), [`secret`], [`time`].
 //! The API contract is `docs/engati-api.md`; the README documents flags, schema, guarantees and
@@ -39,6 +40,7 @@ pub mod retry;
 pub mod sandbox;
 pub mod schema;
 pub mod secret;
+pub mod shard;
 pub mod sink;
 pub mod state;
 pub mod storage;

@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128, xxh3_128_with_seed};
@@ -50,8 +51,8 @@ pub struct PageCounts {
 /// messages across the cell's pages for the `message_id` occurrence index.
 pub struct PageNormalizer<'a> {
     cx: &'a RowContext,
-    channel_user_id: &'a str,
-    channel: Option<&'a str>,
+    channel_user_id: Arc<str>,
+    channel: Option<Arc<str>>,
     window: Window,
     occurrences: Occurrences,
     id_buf: String,
@@ -63,8 +64,19 @@ impl<'a> PageNormalizer<'a> {
     /// A normalizer for one cell.
     pub fn new(
         cx: &'a RowContext,
-        channel_user_id: &'a str,
-        channel: Option<&'a str>,
+        channel_user_id: &str,
+        channel: Option<&str>,
+        window: Window,
+    ) -> Self {
+        Self::for_cell(cx, channel_user_id.into(), channel.map(Into::into), window)
+    }
+
+    /// A normalizer for one cell whose user and channel it shares (the pipeline's cells own
+    /// theirs; a cell outlives no list of users).
+    pub fn for_cell(
+        cx: &'a RowContext,
+        channel_user_id: Arc<str>,
+        channel: Option<Arc<str>>,
         window: Window,
     ) -> Self {
         PageNormalizer {
@@ -132,7 +144,7 @@ impl<'a> PageNormalizer<'a> {
         let occurrence = {
             let base = content_hash(
                 &self.cx.bot_key,
-                self.channel_user_id,
+                &self.channel_user_id,
                 sent_at,
                 sender,
                 kind,
@@ -166,7 +178,12 @@ impl<'a> PageNormalizer<'a> {
             file_mime_type: file_mime.as_deref(),
             raw_json: raw,
         };
-        out.append(self.cx, self.channel_user_id, self.channel, &row);
+        out.append(
+            self.cx,
+            &self.channel_user_id,
+            self.channel.as_deref(),
+            &row,
+        );
         Ok(true)
     }
 }

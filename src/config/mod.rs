@@ -241,7 +241,11 @@ pub fn validate(
     let sandbox = file.uses_sandbox();
     let source = file.source.validate(sandbox, &mut p);
     let range = file.range.validate(command, now_ms, &mut p);
-    let output = file.sink.validate(command, &file.source, sandbox, &mut p);
+    let mut output = file.sink.validate(command, &file.source, sandbox, &mut p);
+    let shard = file.source.shard_spec(&mut p);
+    if let (Some(s), Some(out)) = (shard, output.as_mut()) {
+        shard_state_dir(out, s);
+    }
     let checkpoint_users = file
         .sink
         .checkpoint_users
@@ -254,7 +258,8 @@ pub fn validate(
         let source = source.expect("no problems: the source validated");
         RunSpec {
             name: file.name.clone(),
-            namespace: range::namespace(command, &range.mode),
+            namespace: range::namespace(command, &range.mode, shard),
+            shard,
             range,
             output: output.expect("no problems: the sink validated"),
             tuning: Tuning {
@@ -266,6 +271,18 @@ pub fn validate(
             source,
         }
     })
+}
+
+/// A shard keeps its state in a subdirectory of the state directory named by its tag
+/// (`OUT/_state/s1of4` by default), so that N shards writing one output never share a store.
+fn shard_state_dir(output: &mut crate::sink::OutputSpec, shard: crate::shard::Shard) {
+    use crate::sink::OutputSpec;
+    let dir = match output {
+        OutputSpec::Files(f) => &mut f.state_dir,
+        OutputSpec::Crm(c) => &mut c.state_dir,
+        OutputSpec::Stdout => return,
+    };
+    *dir = dir.join(shard.tag());
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use super::values::date_text;
 use super::{Command, DEFAULT_LOOKBACK, DEFAULT_WINDOW, Problems, merge_fields};
 use crate::plan::{Mode, RangeSpec};
+use crate::shard::Shard;
 use crate::time::{parse_duration_ms, parse_user_instant, rfc3339_ms};
 
 /// `range.mode`: a fixed range or per-user watermarks.
@@ -83,8 +84,17 @@ fn instant(p: &mut Problems, now_ms: i64, key: &str, v: Option<&str>) -> Option<
 const MIN_WINDOW_MS: i64 = 60_000;
 
 /// The state namespace of a run: `export`, `range`, `incremental` or
-/// `backfill:<from>:<to>` (each keeps its own runs and watermarks).
-pub fn namespace(command: Command, mode: &Mode) -> String {
+/// `backfill:<from>:<to>` (each keeps its own runs and watermarks); a shard's ends with
+/// `@s<I>of<N>`.
+pub fn namespace(command: Command, mode: &Mode, shard: Option<Shard>) -> String {
+    let ns = namespace_unsharded(command, mode);
+    match shard {
+        Some(s) => format!("{ns}@{}", s.tag()),
+        None => ns,
+    }
+}
+
+fn namespace_unsharded(command: Command, mode: &Mode) -> String {
     match (command, mode) {
         (Command::Export, _) => "export".to_owned(),
         (Command::Backfill, Mode::Range { since_ms, until_ms }) => {

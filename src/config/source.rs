@@ -17,6 +17,7 @@ use crate::engati::users::AttributeFilter;
 use crate::engati::wire::UsersKeys;
 use crate::engati::{SourceSpec, UsersSource};
 use crate::secret::Secret;
+use crate::shard::Shard;
 
 /// `[source]`: the Engati tenant and how to talk to it. Also the source flags.
 #[derive(Debug, Clone, Default, Deserialize, Args)]
@@ -78,11 +79,30 @@ pub struct SourceSection {
     /// Keys that may hold a Conversations page. Default `["conversations", "messages"]`.
     #[arg(skip)]
     pub conversations_keys: Option<Vec<String>>,
+    /// Export only shard I of N (0-based, e.g. 0/4): the users whose xxh3_64(channel_user_id)
+    /// mod N is I. Each shard keeps its own state; N shards may write one output at once.
+    #[arg(
+        long,
+        value_name = "I/N",
+        env = "ENGATI_ETL_SHARD",
+        help_heading = "Shards"
+    )]
+    pub shard: Option<String>,
+    /// Number of shards N, the shard index I coming from JOB_COMPLETION_INDEX (a Kubernetes
+    /// Indexed Job) when --shard is not given.
+    #[arg(long, value_name = "N", help_heading = "Shards",
+          value_parser = NumParser::<u32>::new("shards (--shards)", 1, crate::shard::MAX_SHARDS))]
+    pub shards: Option<u32>,
+    /// The shard index a Kubernetes Indexed Job gives each pod (JOB_COMPLETION_INDEX); used
+    /// with `shards`. Not a pipeline key.
+    #[arg(long, hide = true, env = "JOB_COMPLETION_INDEX", value_name = "I")]
+    #[serde(skip)]
+    pub job_completion_index: Option<String>,
 }
 
 merge_fields!(SourceSection; provider, base_url, customer_id, bot_key, api_key_file, attributes,
     users_file, page_size, concurrency, max_rps, timeout_secs, max_retries, users_list_keys,
-    user_id_keys, conversations_keys);
+    user_id_keys, conversations_keys, shard, shards, job_completion_index);
 
 impl SourceSection {
     /// Validates the section into the source's runtime settings (the API key stays empty until
@@ -149,6 +169,50 @@ impl SourceSection {
                 },
             },
         })
+    }
+
+    /// The shard this worker exports: `shard` (`--shard I/N`, `ENGATI_ETL_SHARD`), else
+    /// `shards` N with the index from `JOB_COMPLETION_INDEX`. `None` for an unsharded run (no
+    /// setting, or one shard).
+    pub fn shard_spec(&self, p: &mut Problems) -> Option<Shard> {
+        let from_shard = self.shard.as_deref().map(|t| {
+            Shard::parse(t).map_err(|e| p.push(format!("shard (--shard or ENGATI_ETL_SHARD): {e}")))
+        });
+        match (from_shard, self.shards) {
+            (Some(Ok(s)), Some(n)) if s.map_or(1, |s| s.count) != n => {
+                p.push(format!(
+                    "shard (--shard) {} says {} shards but shards (--shards) says {n}; give one of them",
+                    self.shard.as_deref().unwrap_or_default().trim(),
+                    s.map_or(1, |s| s.count)
+                ));
+                None
+            }
+            (Some(Ok(s)), _) => s,
+            (Some(Err(())), _) => None,
+            (None, Some(n)) => {
+                let Some(text) = self.job_completion_index.as_deref() else {
+                    p.push(format!("shards (--shards) {n} needs this worker's shard index: JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job) or --shard I/{n}"));
+                    return None;
+                };
+                let index = text.trim().parse::<u32>().map_err(|_| {
+                    p.push(format!(
+                        "JOB_COMPLETION_INDEX `{text}` is not a shard index (0 to {})",
+                        n.saturating_sub(1)
+                    ));
+                });
+                index
+                    .ok()
+                    .and_then(|i| {
+                        Shard::new(i, n)
+                            .map_err(|e| {
+                                p.push(format!("JOB_COMPLETION_INDEX with shards (--shards): {e}"))
+                            })
+                            .ok()
+                    })
+                    .flatten()
+            }
+            (None, None) => None,
+        }
     }
 
     fn provider(&self, sandbox: bool, p: &mut Problems) -> Option<Provider> {

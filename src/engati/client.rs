@@ -22,6 +22,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION};
 use tokio::sync::Semaphore;
 
 use super::error::{ApiError, RequestError};
+use super::users_wire::{self, ListPath};
 use super::wire::{self, UsersKeys};
 use crate::model::User;
 use crate::secret::Secret;
@@ -111,6 +112,29 @@ pub struct Page {
     pub body: Bytes,
     /// Byte range of each message's raw JSON in `body`.
     pub spans: Vec<Range<usize>>,
+}
+
+/// A response whose headers were read, holding its concurrency permit until dropped.
+struct Sent<'a> {
+    resp: reqwest::Response,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    status: u16,
+    retry_after: Option<Duration>,
+    location: Option<String>,
+    content_type: Option<String>,
+}
+
+impl Sent<'_> {
+    /// The error of a non-2xx answer with `body`.
+    fn refused(self, url: &Url, body: &[u8]) -> ApiError {
+        ApiError::from_status(
+            self.status,
+            self.retry_after,
+            self.location,
+            url.as_str(),
+            body,
+        )
+    }
 }
 
 /// The Engati API client. Cheap to clone (shared state behind `Arc`).
@@ -265,6 +289,39 @@ impl Client {
         .await
     }
 
+    /// Users API into `spool`: the body is written to the file as it arrives (a million users
+    /// are ~170 MB: never held in memory), then read through once to check it is whole JSON
+    /// and find the list ([`users_wire::locate_file`], on a blocking thread). A body cut short
+    /// is retried like any failed request. Returns where the list is, for
+    /// [`users_wire::stream_file`].
+    ///
+    /// # Errors
+    /// [`RequestError`] after retries, or at once for non-retryable errors (401/403, 400,
+    /// unknown body shape, a spool file that cannot be written).
+    pub async fn users_spooled(
+        &self,
+        name: &str,
+        value: &str,
+        spool: &std::fs::File,
+    ) -> Result<ListPath, RequestError> {
+        let mut url = self.url(&["users"]);
+        url.query_pairs_mut()
+            .append_pair("attribute_name", name)
+            .append_pair("attribute_value", value);
+        let what = format!("Users API, attribute {name}={value}");
+        self.with_retry(what, || async {
+            self.attempt_into(&url, spool).await?;
+            let spool_failed = |message: String| ApiError::Spool { message };
+            let file = spool.try_clone().map_err(|e| spool_failed(e.to_string()))?;
+            let keys = self.inner.config.users_keys.clone();
+            tokio::task::spawn_blocking(move || users_wire::locate_file(&file, &keys))
+                .await
+                .map_err(|e| spool_failed(e.to_string()))?
+                .map_err(|e| self.decode_failed(e))
+        })
+        .await
+    }
+
     /// Conversations API: one page of one user's messages for `[start_ms, end_ms]` as sent on
     /// the wire (the caller widens and filters the window; see `pipeline`).
     ///
@@ -325,15 +382,86 @@ impl Client {
 
     /// One attempt: rate limit, permit, send, status check, body.
     async fn attempt(&self, url: &Url) -> Result<Bytes, ApiError> {
+        let mut sent = self.send(url).await?;
+        // Into an exactly sized buffer of our own: a chunk handed up by the HTTP client can
+        // share (and so keep alive) a read buffer several times its size, and pages wait in
+        // the lookahead, so what they pin would escape the byte budget.
+        let mut buf =
+            Vec::with_capacity(sent.resp.content_length().unwrap_or(0).min(64 << 20) as usize);
+        loop {
+            match sent.resp.chunk().await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => return Err(self.transport_failed(url, &e)),
+            }
+        }
+        let body = Bytes::from(buf);
+        self.inner
+            .stats
+            .bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        if !(200..300).contains(&sent.status) {
+            return Err(sent.refused(url, &body));
+        }
+        if let Some(e) = not_json(sent.status, sent.content_type, &body, url) {
+            return Err(e);
+        }
+        Ok(body)
+    }
+
+    /// One attempt whose 2xx body goes to `spool` as it arrives (from the file's start; the
+    /// file is cut to the body's length), never into memory. Returns the body's length.
+    async fn attempt_into(&self, url: &Url, spool: &std::fs::File) -> Result<u64, ApiError> {
+        use std::io::{Seek, Write};
+        let mut sent = self.send(url).await?;
+        if !(200..300).contains(&sent.status) {
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = sent.resp.chunk().await {
+                body.extend_from_slice(&chunk);
+            }
+            return Err(sent.refused(url, &body));
+        }
+        let spool_failed = |e: std::io::Error| ApiError::Spool {
+            message: e.to_string(),
+        };
+        let mut file = spool;
+        file.set_len(0).map_err(spool_failed)?;
+        file.seek(std::io::SeekFrom::Start(0))
+            .map_err(spool_failed)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let (mut len, mut head) = (0u64, Vec::new());
+        loop {
+            match sent.resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if head.len() < 256 {
+                        head.extend_from_slice(&chunk[..chunk.len().min(256 - head.len())]);
+                    }
+                    len += chunk.len() as u64;
+                    out.write_all(&chunk).map_err(spool_failed)?;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(self.transport_failed(url, &e)),
+            }
+        }
+        out.flush().map_err(spool_failed)?;
+        self.inner.stats.bytes.fetch_add(len, Ordering::Relaxed);
+        if let Some(e) = not_json(sent.status, sent.content_type, &head, url) {
+            return Err(e);
+        }
+        Ok(len)
+    }
+
+    /// Waits for the rate limit and a permit, sends the request and reads the headers.
+    async fn send(&self, url: &Url) -> Result<Sent<'_>, ApiError> {
         let inner = &self.inner;
         inner.limiter.until_ready().await;
-        let _permit = inner
+        let permit = inner
             .inflight
             .acquire()
             .await
             .expect("the semaphore is never closed");
         tracing::debug!(url = %url, "Request.");
-        let mut resp = inner
+        let resp = inner
             .http
             .get(url.clone())
             .header(AUTHORIZATION, inner.auth.clone())
@@ -351,35 +479,14 @@ impl Client {
                 .map(str::to_owned)
         };
         let (location, content_type) = (header(LOCATION), header(CONTENT_TYPE));
-        // Into an exactly sized buffer of our own: a chunk handed up by the HTTP client can
-        // share (and so keep alive) a read buffer several times its size, and pages wait in
-        // the lookahead, so what they pin would escape the byte budget.
-        let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(0).min(64 << 20) as usize);
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-                Ok(None) => break,
-                Err(e) => return Err(self.transport_failed(url, &e)),
-            }
-        }
-        let body = Bytes::from(buf);
-        inner
-            .stats
-            .bytes
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
-        if !(200..300).contains(&status) {
-            return Err(ApiError::from_status(
-                status,
-                retry_after,
-                location,
-                url.as_str(),
-                &body,
-            ));
-        }
-        if let Some(e) = not_json(status, content_type, &body, url) {
-            return Err(e);
-        }
-        Ok(body)
+        Ok(Sent {
+            resp,
+            _permit: permit,
+            status,
+            retry_after,
+            location,
+            content_type,
+        })
     }
 
     /// A transport failure: `Unreachable` (not retried) when nothing has answered yet in this

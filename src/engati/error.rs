@@ -103,6 +103,13 @@ pub enum ApiError {
     /// The body could not be read.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A body spooled to a local file (the Users API's) could not be written or read there: a
+    /// local disk failure, not retried.
+    #[error("cannot spool the response body to a local file: {message}")]
+    Spool {
+        /// The I/O error.
+        message: String,
+    },
 }
 
 fn rejected_message(code: &Option<i64>, name: &Option<String>, details: &Option<String>) -> String {

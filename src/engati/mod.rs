@@ -6,13 +6,15 @@
 //! - [`conversations`]: one (user, window)'s pages as a stream, with the stop rules;
 //! - [`error`]: [`ApiError`](error::ApiError) and its retry classification;
 //! - [`wire`]: the JSON shapes, read tolerantly;
-//! - [`users`]: the user list (Users API or a users file).
+//! - [`users`]: the user list (Users API or a users file);
+//! - [`users_wire`]: the Users API body, read as a stream.
 
 pub mod client;
 pub mod conversations;
 pub mod error;
 pub mod provider;
 pub mod users;
+pub mod users_wire;
 pub mod wire;
 
 use std::path::PathBuf;

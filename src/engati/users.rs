@@ -1,14 +1,13 @@
 //! The users to export: from the Users API (one call per attribute filter, a union without
-//! duplicates) or from a users file of channel-user ids (no API call).
+//! duplicates; the body is read by [`users_wire`](super::users_wire)) or from a users file of
+//! channel-user ids (no API call): filters, id checks and the users file reader.
 //!
-//! The list is sorted by `channel_user_id` so that every run plans the same cells in the same
-//! order (file names and resume depend on it).
+//! A run takes its users in `channel_user_id` order (the state store sorts them), so that every
+//! run plans the same cells in the same order (file names and resume depend on it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::client::Client;
-use super::error::RequestError;
 use crate::model::User;
 
 /// `NAME=VALUE`: users whose attribute `NAME` equals `VALUE` (docs/engati-api.md, "Users API").
@@ -90,41 +89,6 @@ pub struct RejectedUser {
     pub reason: String,
 }
 
-/// Lists users matching any of `filters` (a union; each user once, first listing wins for its
-/// fields; `matched_filters` collects every filter that listed them), sorted by id; and the
-/// listed users whose id cannot be exported ([`check_user_id`]).
-///
-/// # Errors
-/// The first [`RequestError`] of a Users API call.
-pub async fn list_users(
-    client: &Client,
-    filters: &[AttributeFilter],
-) -> Result<(Vec<User>, Vec<RejectedUser>), RequestError> {
-    let mut by_id: BTreeMap<String, User> = BTreeMap::new();
-    let mut rejected: BTreeMap<String, RejectedUser> = BTreeMap::new();
-    for f in filters {
-        for u in client.users(&f.name, &f.value).await? {
-            if let Err(reason) = check_user_id(&u.channel_user_id) {
-                let channel_user_id = shown_id(&u.channel_user_id);
-                rejected.entry(u.channel_user_id).or_insert(RejectedUser {
-                    channel_user_id,
-                    reason,
-                });
-                continue;
-            }
-            let entry = by_id.entry(u.channel_user_id.clone()).or_insert(u);
-            let label = f.to_string();
-            if !entry.matched_filters.contains(&label) {
-                entry.matched_filters.push(label);
-            }
-        }
-    }
-    Ok((
-        by_id.into_values().collect(),
-        rejected.into_values().collect(),
-    ))
-}
-
 /// Why a users file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum UsersFileError {
@@ -170,6 +134,15 @@ pub enum UsersFileError {
 
 const ID_HEADERS: [&str; 5] = ["channel_user_id", "channeluserid", "user_id", "phone", "id"];
 
+/// Why reading a users file into a callback stopped: the file, or the callback.
+#[derive(Debug)]
+pub enum UsersFileRead<E> {
+    /// The file.
+    File(UsersFileError),
+    /// The callback's error.
+    Stopped(E),
+}
+
 /// Reads a users file: one channel-user id per line, or a CSV whose header names a
 /// `channel_user_id` column (also `channelUserId`, `user_id`, `phone`, `id`) and optionally
 /// `channel` and `user_name`. Blank lines and lines starting with `#` are skipped; a `+` before
@@ -178,40 +151,102 @@ const ID_HEADERS: [&str; 5] = ["channel_user_id", "channeluserid", "user_id", "p
 /// # Errors
 /// [`UsersFileError`] naming the file and line.
 pub fn read_users_file(path: &Path) -> Result<Vec<User>, UsersFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| UsersFileError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let mut by_id: BTreeMap<String, User> = BTreeMap::new();
+    let mut keep = |u: User| -> Result<(), std::convert::Infallible> {
+        by_id.entry(u.channel_user_id.clone()).or_insert(u);
+        Ok(())
+    };
+    match read_users_file_with(path, &mut keep) {
+        Ok(_) => Ok(by_id.into_values().collect()),
+        Err(UsersFileRead::File(e)) => Err(e),
+        Err(UsersFileRead::Stopped(never)) => match never {},
+    }
+}
+
+/// Reads a users file (the rules of [`read_users_file`]) line by line, handing each user to
+/// `on_user` in the file's order, duplicates included; returns the number of ids read. The
+/// file is never held in memory whole.
+///
+/// # Errors
+/// [`UsersFileRead::File`] naming the file and line (an id that cannot be exported, a CSV
+/// error, no id at all); [`UsersFileRead::Stopped`] with the callback's error.
+pub fn read_users_file_with<E>(
+    path: &Path,
+    on_user: &mut dyn FnMut(User) -> Result<(), E>,
+) -> Result<u64, UsersFileRead<E>> {
+    let io = |source| {
+        UsersFileRead::File(UsersFileError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .comment(Some(b'#'))
         .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let mut id_col = 0usize;
-    let mut channel_col = None;
-    let mut name_col = None;
-    let mut by_id: BTreeMap<String, User> = BTreeMap::new();
-    for (i, rec) in rdr.records().enumerate() {
-        let rec = rec.map_err(|e| UsersFileError::Csv {
-            path: path.to_owned(),
-            line: e.position().map_or(0, |p| p.line()),
-            message: e.to_string(),
+        .from_reader(std::io::BufReader::with_capacity(256 * 1024, file));
+    let mut cols = Columns::default();
+    let mut read = 0u64;
+    let mut rec = csv::StringRecord::new();
+    for i in 0.. {
+        let more = rdr.read_record(&mut rec).map_err(|e| match e.kind() {
+            csv::ErrorKind::Io(_) => io(std::io::Error::other(e.to_string())),
+            _ => UsersFileRead::File(UsersFileError::Csv {
+                path: path.to_owned(),
+                line: e.position().map_or(0, |p| p.line()),
+                message: e.to_string(),
+            }),
         })?;
-        if i == 0 {
-            let lower: Vec<String> = rec.iter().map(|f| f.to_ascii_lowercase()).collect();
-            if let Some(c) = lower.iter().position(|f| ID_HEADERS.contains(&f.as_str())) {
-                id_col = c;
-                channel_col = lower.iter().position(|f| f == "channel");
-                name_col = lower.iter().position(|f| f == "user_name" || f == "name");
-                continue;
-            }
+        if !more {
+            break;
         }
-        let Some(id) = rec.get(id_col).map(|s| s.trim_start_matches('+')) else {
+        if i == 0 && cols.read_header(&rec) {
+            continue;
+        }
+        let Some(user) = cols.user(&rec, path).map_err(UsersFileRead::File)? else {
             continue;
         };
+        read += 1;
+        on_user(user).map_err(UsersFileRead::Stopped)?;
+    }
+    if read == 0 {
+        return Err(UsersFileRead::File(UsersFileError::Empty {
+            path: path.to_owned(),
+        }));
+    }
+    Ok(read)
+}
+
+/// Which columns of a users file hold the id, the channel and the name.
+#[derive(Default)]
+struct Columns {
+    id: usize,
+    channel: Option<usize>,
+    name: Option<usize>,
+}
+
+impl Columns {
+    /// Reads a header row, if `rec` is one.
+    fn read_header(&mut self, rec: &csv::StringRecord) -> bool {
+        let lower: Vec<String> = rec.iter().map(|f| f.to_ascii_lowercase()).collect();
+        let Some(c) = lower.iter().position(|f| ID_HEADERS.contains(&f.as_str())) else {
+            return false;
+        };
+        self.id = c;
+        self.channel = lower.iter().position(|f| f == "channel");
+        self.name = lower.iter().position(|f| f == "user_name" || f == "name");
+        true
+    }
+
+    /// The user of a row (`None` for a row without an id).
+    fn user(&self, rec: &csv::StringRecord, path: &Path) -> Result<Option<User>, UsersFileError> {
+        let Some(id) = rec.get(self.id).map(|s| s.trim_start_matches('+')) else {
+            return Ok(None);
+        };
         if id.is_empty() {
-            continue;
+            return Ok(None);
         }
         if let Err(reason) = check_user_id(id) {
             return Err(UsersFileError::BadId {
@@ -226,20 +261,14 @@ pub fn read_users_file(path: &Path) -> Result<Vec<User>, UsersFileError> {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         };
-        by_id.entry(id.to_owned()).or_insert_with(|| User {
+        Ok(Some(User {
             channel_user_id: id.to_owned(),
-            channel: get(channel_col),
-            user_name: get(name_col),
+            channel: get(self.channel),
+            user_name: get(self.name),
             attributes: Vec::new(),
             matched_filters: Vec::new(),
-        });
+        }))
     }
-    if by_id.is_empty() {
-        return Err(UsersFileError::Empty {
-            path: path.to_owned(),
-        });
-    }
-    Ok(by_id.into_values().collect())
 }
 
 #[cfg(test)]

@@ -51,7 +51,6 @@ pub fn spawn_sink(
                 run_id: run_id.clone(),
                 bot_key: spec.source.client.bot_key.clone(),
                 watermarks,
-                users: prepared.plan.users.clone(),
                 timeout: spec.source.client.timeout,
                 max_retries: spec.source.client.max_retries,
             };
@@ -120,7 +119,7 @@ pub fn finish(
         duration_ms: (finished - started).max(0) as u64,
         options: report_options(spec),
         fetched: fetched_range(prepared),
-        users: prepared.plan.users.len() as u64,
+        users: prepared.plan.user_count,
         users_rejected: prepared.rejected_users.clone(),
         cells: CellCounts {
             planned: prepared.plan.cell_count(),
@@ -141,7 +140,7 @@ pub fn finish(
         if let Err(e) = st.finish_run(&prepared.run_id, status.as_str(), &json, finished) {
             tracing::warn!(error = %e, "Could not record the run in the state store.");
         }
-        let path = out_dir.join("_run_report.json");
+        let path = out_dir.join(report_file_name(spec.shard));
         match report.write(&path) {
             Ok(()) => report_file = Some(path),
             Err(e) => tracing::warn!(error = %e, "Could not write the run report."),
@@ -216,14 +215,17 @@ pub fn report_options(spec: &RunSpec) -> ReportOptions {
 /// The range the plan covers: from the earliest user's start to the end.
 fn fetched_range(prepared: &Prepared) -> Option<crate::report::FetchedRange> {
     let plan = &prepared.plan;
-    let from = plan
-        .from_ms
-        .iter()
-        .copied()
-        .filter(|&f| f < plan.until_ms)
-        .min()?;
     Some(crate::report::FetchedRange {
-        from: rfc3339_ms(from),
+        from: rfc3339_ms(plan.earliest_ms?),
         until: rfc3339_ms(plan.until_ms),
     })
+}
+
+/// The run report's file in the output: `_run_report.json`, or `_run_report-s<I>of<N>.json`
+/// for a shard (N shards share the output).
+pub fn report_file_name(shard: Option<crate::shard::Shard>) -> String {
+    match shard {
+        Some(s) => format!("_run_report-{}.json", s.tag()),
+        None => "_run_report.json".into(),
+    }
 }

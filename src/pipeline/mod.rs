@@ -1,8 +1,9 @@
 //! The export, end to end: users -> windows x pages -> normalize -> sink -> state -> report.
 //!
-//! [`run`] prepares the state ([`resume`]: recover an interrupted commit, start or resume the
-//! run, plan each user's range), lists the users, starts the sink ([`sink::runner`]) and walks
-//! the plan's units in order ([`walk`]). Each cell (one user's window) is fetched by its own
+//! [`run`] opens the state, lists the users into it as they are read ([`listing`]: memory does
+//! not grow with the number of users), prepares the run ([`resume`]: start or resume it, plan
+//! each user's range in the store), starts the sink ([`sink::runner`]) and walks the plan's
+//! units in order ([`walk`]), reading the users from the store a unit at a time. Each cell (one user's window) is fetched by its own
 //! task ([`cell`]: the pages of `engati::conversations`), normalized on the way into Arrow
 //! batches and handed to the sink **in plan order**, so the output is the same on every run
 //! and a unit can be committed cell by cell as a prefix. To keep requests flowing while the
@@ -20,6 +21,7 @@ mod batcher;
 mod cell;
 mod finish;
 pub mod gate;
+pub mod listing;
 mod resume;
 mod walk;
 
@@ -32,24 +34,25 @@ pub use cell::PAGES_AHEAD;
 pub const BATCH_ROWS: usize = batcher::Batcher::ROWS;
 
 use crate::engati::SourceSpec;
-use crate::engati::UsersSource;
 use crate::engati::client::{Client, ClientBuildError};
 use crate::engati::error::{ApiError, RequestError};
-use crate::engati::users::{self, RejectedUser, UsersFileError};
-use crate::model::User;
+use crate::engati::users::UsersFileError;
 use crate::plan::RangeSpec;
 use crate::report::RunReport;
 use crate::schema::RowContext;
 use crate::sink::{OutputSpec, SinkCounters, SinkError, SinkMsg};
-use crate::state::StateError;
+use crate::state::{StateError, StateStore};
 
 /// A validated, ready-to-run export (built by `config::validate`).
 #[derive(Debug, Clone)]
 pub struct RunSpec {
     /// The pipeline's name, if it has one.
     pub name: Option<String>,
-    /// State namespace (`export`, `range`, `incremental`, `backfill:<from>:<to>`).
+    /// State namespace (`export`, `range`, `incremental`, `backfill:<from>:<to>`; a sharded
+    /// run's ends with `@s<I>of<N>`).
     pub namespace: String,
+    /// The shard this worker exports, if sharded (`crate::shard`).
+    pub shard: Option<crate::shard::Shard>,
     /// Where the messages come from.
     pub source: SourceSpec,
     /// Which range, in which windows.
@@ -138,8 +141,9 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Config(_) | RunError::UsersFile(_) | RunError::Client(_) => 2,
-            RunError::State(StateError::Locked(_)) => 2,
+            RunError::State(StateError::Locked(_) | StateError::Shard { .. }) => 2,
             RunError::Source(e) => match &e.source {
+                ApiError::Spool { .. } => 6,
                 ApiError::Auth { .. } => 3,
                 ApiError::Rejected { .. }
                 | ApiError::NotFound { .. }
@@ -179,30 +183,61 @@ impl RunOutcome {
     }
 }
 
-/// Lists the run's users: the Users API (one call per filter, a union) or a users file; and
-/// the listed users whose id cannot be exported (each warned about on stderr).
-///
-/// # Errors
-/// [`RunError::Source`] or [`RunError::UsersFile`] (a bad id in a users file is an error).
-pub async fn list_users(
-    client: &Client,
-    source: &UsersSource,
-) -> Result<(Vec<User>, Vec<RejectedUser>), RunError> {
-    let (users, rejected) = match source {
-        UsersSource::Filters(filters) => users::list_users(client, filters).await?,
-        UsersSource::File(path) => (users::read_users_file(path)?, Vec::new()),
-    };
-    for r in rejected.iter().take(20) {
+/// Says what listing found: the listed ids that cannot be exported (each warned about on
+/// stderr, 20 at most) and an empty listing.
+fn warn_listing(prepared: &resume::Prepared) {
+    for r in prepared.rejected_users.iter().take(20) {
         tracing::warn!(
             user = %r.channel_user_id,
             reason = %r.reason,
             "The Users API listed a user whose id cannot be exported; skipped."
         );
     }
-    if users.is_empty() {
+    if let Some(s) = prepared.plan.shard {
+        tracing::info!(
+            shard = %s,
+            users = prepared.plan.user_count,
+            other_shards = prepared.other_shards,
+            "Kept this shard's users."
+        );
+    }
+    if prepared.plan.user_count == 0 {
         tracing::warn!("No user matched: nothing to export (check the attribute filters).");
     }
-    Ok((users, rejected))
+}
+
+/// The run's users listed into its store (the output's, or a scratch one for stdout) and the
+/// run prepared over them. The scratch store, if any, lives as long as the returned value.
+async fn list_and_prepare(
+    spec: &RunSpec,
+    client: &Client,
+    state: Option<StateStore>,
+    started: i64,
+) -> Result<
+    (
+        resume::Prepared,
+        Option<StateStore>,
+        Option<listing::Scratch>,
+    ),
+    RunError,
+> {
+    let (store, scratch) = match state {
+        Some(st) => (st, None),
+        None => {
+            let s = listing::scratch_store()?;
+            (s.store, Some(s.dir))
+        }
+    };
+    let from_ms = spec.range.mode.start_ms();
+    let (mut store, listed) =
+        listing::list_users(client, &spec.source.users, spec.shard, from_ms, store).await;
+    let keeps_state = scratch.is_none();
+    let prepared = resume::prepare(spec, &mut store, keeps_state, listed?, started)?;
+    warn_listing(&prepared);
+    Ok(match scratch {
+        None => (prepared, Some(store), None),
+        Some(dir) => (prepared, None, Some(listing::Scratch { store, dir })),
+    })
 }
 
 /// Runs an export. Always returns a report once the run started (written to
@@ -214,15 +249,11 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
         Ok(c) => c,
         Err(e) => return failed(e.into()),
     };
-    let mut state = match resume::open_state(spec) {
+    let state = match resume::open_state(spec) {
         Ok(s) => s,
         Err(e) => return failed(e),
     };
-    let (users, rejected) = match list_users(&client, &spec.source.users).await {
-        Ok(u) => u,
-        Err(e) => return failed(e),
-    };
-    let prepared = match resume::prepare(spec, state.as_mut(), users, rejected, started) {
+    let (prepared, state, _scratch) = match list_and_prepare(spec, &client, state, started).await {
         Ok(p) => p,
         Err(e) => return failed(e),
     };
@@ -243,9 +274,8 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
     let mut walked = walk::Walked::default();
     let result = walk::walk(spec, control, &client, &prepared, &cx, &tx, &mut walked).await;
     let interrupted = control.stopping();
-    if result.is_ok() && !prepared.plan.users.is_empty() {
-        let users = prepared.plan.users.clone();
-        let _ = tx.send(SinkMsg::WriteUsers { users, cx }).await;
+    if result.is_ok() && prepared.plan.user_count > 0 {
+        let _ = tx.send(SinkMsg::WriteUsers { cx }).await;
     }
     drop(tx);
     let ended = sink.join().await;

@@ -1,19 +1,18 @@
 //! Before the walk: the state store opened (and an interrupted commit recovered before anything
 //! reads the output), the run started or resumed (an unfinished run with the same parameters in
-//! the same namespace continues: its committed units are skipped), and each user's range
-//! planned (incremental runs: from the watermark minus the lookback).
+//! the same namespace continues: its committed units are skipped), and each listed user's range
+//! planned in the store (incremental runs: from the watermark minus the lookback).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::listing::Listing;
 use super::{RunError, RunSpec};
 use crate::engati::UsersSource;
 use crate::engati::users::RejectedUser;
-use crate::model::User;
 use crate::plan::{Mode, Plan};
-use crate::state::StateStore;
+use crate::state::{ListedReader, StateError, StateStore};
 use crate::time::{now_ms, rfc3339_ms};
 
 /// The run's identity and plan, once the state said whether it resumes.
@@ -22,12 +21,27 @@ pub struct Prepared {
     pub run_id: String,
     /// True when an unfinished run with the same parameters is continued.
     pub resumed: bool,
-    /// Units the resumed run already committed: unit key -> cells done.
-    pub done_units: HashMap<String, u32>,
-    /// Users x windows.
+    /// Users x windows, the users read from the store a page at a time.
     pub plan: Plan,
+    /// The store's reader, for what a resumed run committed.
+    pub reader: Arc<ListedReader>,
     /// Users the Users API listed whose id cannot be exported.
     pub rejected_users: Vec<RejectedUser>,
+    /// Users listed that belong to other shards.
+    pub other_shards: u64,
+}
+
+impl Prepared {
+    /// Cells of unit `key` that the resumed run already committed (0 for a new run).
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub fn cells_done(&self, key: &str) -> Result<u32, StateError> {
+        if !self.resumed {
+            return Ok(0);
+        }
+        Ok(self.reader.cells_done(&self.run_id, key)?.unwrap_or(0))
+    }
 }
 
 /// The run's start, ms since epoch UTC (`extracted_at`, the run id). Tests pin it with the
@@ -52,7 +66,9 @@ fn new_run_id(now: i64) -> String {
     format!("{compact}Z-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
-/// Opens the output's state store (none for stdout) and finishes an interrupted commit.
+/// Opens the output's state store (none for stdout) and finishes an interrupted commit. A
+/// sharded run claims the store for its shard first (a store another shard used is refused),
+/// so that recovery only touches its own shard's staged files.
 ///
 /// # Errors
 /// [`RunError::Config`] when the output directory cannot be created; [`RunError::State`].
@@ -67,6 +83,7 @@ pub fn open_state(spec: &RunSpec) -> Result<Option<StateStore>, RunError> {
         ))
     })?;
     let mut st = StateStore::open(state_dir)?;
+    st.claim_shard(spec.shard)?;
     let (finished, strays) = st.recover(out_dir)?;
     if finished + strays > 0 {
         tracing::info!(
@@ -121,68 +138,66 @@ fn params(spec: &RunSpec) -> (String, String) {
     (json, hash)
 }
 
-/// Starts or resumes the run and plans it.
+/// Starts or resumes the run (when `keeps_state`: the output's store) and plans it over the
+/// users listed in `store`.
 ///
 /// # Errors
 /// [`RunError::State`].
 pub fn prepare(
     spec: &RunSpec,
-    state: Option<&mut StateStore>,
-    users: Vec<User>,
-    rejected_users: Vec<RejectedUser>,
+    store: &mut StateStore,
+    keeps_state: bool,
+    listing: Listing,
     started: i64,
 ) -> Result<Prepared, RunError> {
     let until_ms = spec.range.mode.until_ms();
-    let (run_id, resumed, done_units, marks) = match state {
-        Some(st) => {
-            let (json, hash) = params(spec);
-            let start = st.begin_run(
-                &spec.namespace,
-                &hash,
-                &json,
-                Some(until_ms),
-                &new_run_id(started),
-                started,
-            )?;
-            let done = if start.resumed {
-                st.run_units(&start.run_id)?
-            } else {
-                HashMap::new()
-            };
-            let marks = match spec.range.mode {
-                Mode::Incremental { .. } => st.watermarks(&spec.namespace, &start.run_id)?,
-                Mode::Range { .. } => HashMap::new(),
-            };
-            (start.run_id, start.resumed, done, marks)
-        }
-        None => (new_run_id(started), false, HashMap::new(), HashMap::new()),
+    let (run_id, resumed) = if keeps_state {
+        let (json, hash) = params(spec);
+        let start = store.begin_run(
+            &spec.namespace,
+            &hash,
+            &json,
+            Some(until_ms),
+            &new_run_id(started),
+            started,
+        )?;
+        (start.run_id, start.resumed)
+    } else {
+        (new_run_id(started), false)
     };
-    let from_ms: Vec<i64> = match spec.range.mode {
-        Mode::Range { since_ms, .. } => vec![since_ms; users.len()],
-        Mode::Incremental {
+    if let Mode::Incremental {
+        start_ms,
+        lookback_ms,
+        ..
+    } = spec.range.mode
+        && keeps_state
+    {
+        store.start_from_watermarks(
+            "main",
+            &spec.namespace,
+            &run_id,
             start_ms,
             lookback_ms,
-            ..
-        } => users
-            .iter()
-            .map(|u| match marks.get(&u.channel_user_id) {
-                Some(&(_, end)) if end >= until_ms => until_ms,
-                Some(&(_, end)) => (end - lookback_ms).max(start_ms),
-                None => start_ms,
-            })
-            .collect(),
-    };
+            until_ms,
+        )?;
+    }
+    let stats = store.listed_stats(until_ms, spec.range.window_ms)?;
+    let reader = Arc::new(ListedReader::open(store.path())?);
     Ok(Prepared {
-        rejected_users,
+        rejected_users: listing.rejected,
+        other_shards: listing.other_shards,
         run_id,
         resumed,
-        done_units,
         plan: Plan {
-            users: Arc::new(users),
-            from_ms: Arc::new(from_ms),
+            users: reader.clone(),
+            user_count: stats.users,
+            cells: stats.cells,
+            earliest_ms: stats.earliest_ms,
             until_ms,
             window_ms: spec.range.window_ms,
             checkpoint_users: spec.tuning.checkpoint_users,
+            shard: spec.shard,
         },
+        reader,
     })
 }

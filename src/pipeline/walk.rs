@@ -2,7 +2,7 @@
 //! ahead of the one being written (the *head*), normalizes the head's pages into shared batches
 //! and sends them to the sink, and ends each unit with its commit.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -51,10 +51,11 @@ struct Walker<'a> {
     prepared: &'a Prepared,
     tx: &'a mpsc::Sender<SinkMsg>,
     gate: Arc<FetchGate>,
-    user_index: HashMap<&'a str, usize>,
     unit_iter: Units<'a>,
-    /// Units dispatched so far (their cell lists are dropped once written).
-    units: Vec<Arc<UnitInfo>>,
+    /// Units dispatched and not yet ended: unit `first_unit + i` is `units[i]` (units are
+    /// numbered in plan order; an ended unit leaves, so memory stays one lookahead deep).
+    units: VecDeque<Arc<UnitInfo>>,
+    first_unit: usize,
     queue: VecDeque<InFlight>,
     next_seq: u64,
     next_unit: usize,
@@ -80,7 +81,6 @@ pub async fn walk(
     tx: &mpsc::Sender<SinkMsg>,
     walked: &mut Walked,
 ) -> Result<(), RunError> {
-    let users = &prepared.plan.users;
     let mut w = Walker {
         spec,
         control,
@@ -89,13 +89,9 @@ pub async fn walk(
         prepared,
         tx,
         gate: Arc::new(FetchGate::new(spec.tuning.buffer_bytes)),
-        user_index: users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.channel_user_id.as_str(), i))
-            .collect(),
         unit_iter: prepared.plan.units(),
-        units: Vec::new(),
+        units: VecDeque::new(),
+        first_unit: 0,
         queue: VecDeque::new(),
         next_seq: 0,
         next_unit: 0,
@@ -125,7 +121,7 @@ impl<'a> Walker<'a> {
             if self.control.stopping() {
                 self.cancel_pending();
             }
-            self.dispatch(walked);
+            self.dispatch(walked)?;
             let Some(head) = self.queue.front() else {
                 break;
             };
@@ -145,7 +141,7 @@ impl<'a> Walker<'a> {
             if self.current.map(|(u, _)| u) != Some(unit) {
                 self.end_unit().await?;
                 self.current = Some((unit, 0));
-                self.send(SinkMsg::BeginUnit(self.units[unit].clone()))
+                self.send(SinkMsg::BeginUnit(self.unit(unit).clone()))
                     .await?;
             }
             let head = self.queue.front_mut().expect("checked above");
@@ -194,14 +190,24 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// Unit `n` (plan order), dispatched and not yet ended.
+    fn unit(&self, n: usize) -> &Arc<UnitInfo> {
+        &self.units[n - self.first_unit]
+    }
+
     /// Starts cells while there is room, no stop was asked and the plan has more.
-    fn dispatch(&mut self, walked: &mut Walked) {
+    ///
+    /// # Errors
+    /// The state store's, reading the plan's next users.
+    fn dispatch(&mut self, walked: &mut Walked) -> Result<(), RunError> {
         let lookahead = self.spec.tuning.lookahead.max(1);
         while self.queue.len() < lookahead && !self.control.stopping() && !self.exhausted {
-            if self.next_unit >= self.units.len() && !self.next_planned_unit(walked) {
+            if self.next_unit >= self.first_unit + self.units.len()
+                && !self.next_planned_unit(walked)?
+            {
                 continue;
             }
-            let info = self.units[self.next_unit].clone();
+            let info = self.unit(self.next_unit).clone();
             let c = &info.cells[self.next_cell as usize];
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -230,41 +236,46 @@ impl<'a> Walker<'a> {
                 self.next_cell = 0;
             }
         }
+        Ok(())
     }
 
     /// Takes the plan's next unit (skipping what a resumed run committed). Returns false when
     /// the unit was skipped whole or the plan is exhausted.
-    fn next_planned_unit(&mut self, walked: &mut Walked) -> bool {
+    ///
+    /// # Errors
+    /// The state store's, reading the plan's users or the resumed run's progress.
+    fn next_planned_unit(&mut self, walked: &mut Walked) -> Result<bool, RunError> {
         let Some(u) = self.unit_iter.next() else {
             self.exhausted = true;
-            return false;
+            return Ok(false);
         };
         let Unit {
             key, window, cells, ..
-        } = u;
-        let done = self.prepared.done_units.get(&key.0).copied().unwrap_or(0) as usize;
+        } = u?;
+        let done = self.prepared.cells_done(&key.0)? as usize;
         walked.cells_skipped += done.min(cells.len()) as u64;
         if done >= cells.len() {
             self.control
                 .cells_done
                 .fetch_add(cells.len() as u64, Ordering::Relaxed);
-            return false;
+            return Ok(false);
         }
-        let users = &self.prepared.plan.users;
-        let cells = cells[done..]
-            .iter()
+        let cells = cells
+            .into_iter()
+            .skip(done)
             .map(|c| CellRef {
-                user: users[c.user as usize].channel_user_id.as_str().into(),
+                user: c.user,
+                channel: c.channel,
                 window: c.window,
             })
             .collect();
-        self.units.push(Arc::new(UnitInfo {
+        self.units.push_back(Arc::new(UnitInfo {
             key,
             window,
             first_cell: done as u32,
             cells,
         }));
-        true
+        Ok(true)
     }
 
     /// Normalizes one of the head's pages into the batch; sends the batch when full and the
@@ -278,10 +289,8 @@ impl<'a> Walker<'a> {
         walked: &mut Walked,
     ) -> Result<(), RunError> {
         if self.normalizer.as_ref().is_none_or(|(s, _)| *s != seq) {
-            let c = &self.units[unit].cells[cell as usize];
-            let u = &self.prepared.plan.users[self.user_index[c.user.as_ref()]];
-            let n =
-                PageNormalizer::new(self.cx, &u.channel_user_id, u.channel.as_deref(), c.window);
+            let c = &self.unit(unit).cells[cell as usize];
+            let n = PageNormalizer::for_cell(self.cx, c.user.clone(), c.channel.clone(), c.window);
             self.normalizer = Some((seq, n));
         }
         let (_, norm) = self.normalizer.as_mut().expect("set above");
@@ -310,7 +319,8 @@ impl<'a> Walker<'a> {
     }
 
     /// Ends the unit open in the sink, if any: the rows still batched, then the commit of the
-    /// cells written; its cell list is then dropped (units can hold thousands of cells).
+    /// cells written; the unit (and any before it) then leaves the walker: every cell still
+    /// queued belongs to a later unit.
     async fn end_unit(&mut self) -> Result<(), RunError> {
         let Some((unit, cells_done)) = self.current.take() else {
             return Ok(());
@@ -319,13 +329,9 @@ impl<'a> Walker<'a> {
             self.send(SinkMsg::Rows(rows)).await?;
         }
         self.send(SinkMsg::EndUnit { cells_done }).await?;
-        let u = &self.units[unit];
-        self.units[unit] = Arc::new(UnitInfo {
-            key: u.key.clone(),
-            window: u.window,
-            first_cell: u.first_cell,
-            cells: Vec::new(),
-        });
+        while self.first_unit <= unit && self.units.pop_front().is_some() {
+            self.first_unit += 1;
+        }
         Ok(())
     }
 

@@ -26,7 +26,7 @@ use super::{
     CellRef, Committed, DeadLetters, Sink, SinkEnd, SinkError, UnitInfo, WrittenFile,
     watermark_moves,
 };
-use crate::model::{User, Window};
+use crate::model::Window;
 use crate::schema::{RowContext, messages_schema};
 use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore};
 use crate::time::DAY_MS;
@@ -332,18 +332,13 @@ impl Sink for FilesSink {
         }
     }
 
-    fn write_users(
-        &mut self,
-        users: &[User],
-        cx: &RowContext,
-    ) -> Result<Option<(WrittenFile, u64)>, SinkError> {
+    fn write_users(&mut self, cx: &RowContext) -> Result<Option<(WrittenFile, u64)>, SinkError> {
         super::users_table::write(
             &mut self.state,
             &self.spec.out_dir,
             &self.spec.encoding,
             &self.run_id,
             &self.run8,
-            users,
             cx,
         )
     }

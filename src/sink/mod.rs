@@ -35,7 +35,7 @@ use serde::Serialize;
 pub use dead_letter::DeadLetters;
 pub use part::{Encoding, Format};
 
-use crate::model::{User, Window};
+use crate::model::Window;
 use crate::normalize::Reject;
 use crate::plan::UnitKey;
 use crate::schema::RowContext;
@@ -158,6 +158,8 @@ impl SinkError {
 pub struct CellRef {
     /// Channel-user id.
     pub user: Arc<str>,
+    /// The user's channel, when known (the `channel` column).
+    pub channel: Option<Arc<str>>,
     /// The cell window.
     pub window: Window,
 }
@@ -196,10 +198,9 @@ pub enum SinkMsg {
     },
     /// Drop what the unit wrote (a cell failed).
     AbortUnit,
-    /// Record these users (after the last unit).
+    /// Record the run's users (after the last unit): the users it listed, read from the
+    /// state store.
     WriteUsers {
-        /// The run's users.
-        users: Arc<Vec<User>>,
         /// Shared column values.
         cx: RowContext,
     },
@@ -275,16 +276,12 @@ pub trait Sink: Send + 'static {
     /// Drops what the open unit wrote (staged files are deleted).
     fn abort(&mut self);
 
-    /// The run's users, after its last unit. Returns the users table file written, if any, and
-    /// the number of users in it.
+    /// The run's users (those it listed, in the state store), after its last unit. Returns
+    /// the users table file written, if any, and the number of users in it.
     ///
     /// # Errors
     /// [`SinkError`] for state or file failures.
-    fn write_users(
-        &mut self,
-        _users: &[User],
-        _cx: &RowContext,
-    ) -> Result<Option<(WrittenFile, u64)>, SinkError> {
+    fn write_users(&mut self, _cx: &RowContext) -> Result<Option<(WrittenFile, u64)>, SinkError> {
         Ok(None)
     }
 

@@ -118,8 +118,8 @@ impl Runner {
                         self.sink.abort();
                     }
                 }
-                SinkMsg::WriteUsers { users, cx } => {
-                    if let Some((file, users)) = self.sink.write_users(&users, &cx)? {
+                SinkMsg::WriteUsers { cx } => {
+                    if let Some((file, users)) = self.sink.write_users(&cx)? {
                         self.report.users_written = users;
                         self.report.add_file(file);
                     }

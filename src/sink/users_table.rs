@@ -1,22 +1,26 @@
-//! The `users` table of a file output: the run's users are recorded in the state store (latest
-//! attributes win), then `users/part-<hash>.<ext>` is rewritten from the store page by page and
-//! committed, replacing the previous one. The file is named after its content (ids and the
-//! runs that exported them), so an unchanged table keeps its name.
+//! The `users` table of a file output: the run's users (listed into the state store as they
+//! were read) are recorded as exported (latest attributes win), then `users/part-<hash>.<ext>`
+//! is rewritten from the store page by page and committed, replacing the previous one. The
+//! file is named after its content (ids and the runs that exported them), so an unchanged
+//! table keeps its name.
+//!
+//! A sharded run writes its shard's users to `users/part-s<I>of<N>-<hash>.<ext>` and replaces
+//! only its own file: shards partition the users, so the union of the N shards' files is the
+//! table, each user once (readers glob `users/*.parquet` either way).
 
 use std::path::Path;
 
 use super::durable::{create_dir, sync_parents};
 use super::part::{Encoding, PartWriter};
 use super::{SinkError, WrittenFile};
-use crate::model::{ExportedUser, User};
 use crate::schema::{RowContext, UsersBatchBuilder, users_schema};
 use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore};
 
 /// Users per state-store page: a million users never sit in memory twice.
 const PAGE: usize = 10_000;
 
-/// Records `users` and rewrites the table; returns the file and its rows (`None` when the
-/// output has no user at all).
+/// Records the run's listed users as exported and rewrites the table; returns the file and its
+/// rows (`None` when the output has no user at all).
 ///
 /// # Errors
 /// [`SinkError`] for state or file failures.
@@ -26,22 +30,19 @@ pub fn write(
     encoding: &Encoding,
     run_id: &str,
     run8: &str,
-    users: &[User],
     cx: &RowContext,
 ) -> Result<Option<(WrittenFile, u64)>, SinkError> {
-    for chunk in users.chunks(PAGE) {
-        let stored: Vec<ExportedUser> = chunk
-            .iter()
-            .map(|u| ExportedUser {
-                user: u.clone(),
-                run_id: cx.run_id.to_string(),
-                extracted_at_ms: cx.extracted_at_ms,
-            })
-            .collect();
-        state.upsert_users(&stored)?;
-    }
+    state.promote_listed_users(&cx.run_id, cx.extracted_at_ms)?;
     let ext = encoding.extension();
-    let staged = format!("users/.part-users.{ext}.{run8}{STAGED_SUFFIX}");
+    let tag = state
+        .shard()
+        .map(|s| format!("{}-", s.tag()))
+        .unwrap_or_default();
+    let staged_tag = state
+        .shard()
+        .map(|s| format!("-{}", s.tag()))
+        .unwrap_or_default();
+    let staged = format!("users/.part-users{staged_tag}.{ext}.{run8}{STAGED_SUFFIX}");
     create_dir(&out_dir.join("users"))?;
     let mut w = PartWriter::create(&out_dir.join(&staged), encoding, users_schema())?;
     let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
@@ -68,7 +69,7 @@ pub fn write(
         w.discard();
         return Ok(None);
     };
-    let path = format!("users/part-{:016x}.{ext}", hasher.digest());
+    let path = format!("users/part-{tag}{:016x}.{ext}", hasher.digest());
     let rows = w.rows();
     let bytes = w.finish()?;
     sync_parents(out_dir, std::iter::once(staged.as_str()))?;

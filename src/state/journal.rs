@@ -1,6 +1,6 @@
 //! The commit journal: a commit is recorded `pending` with its effect on the state, its files
 //! are renamed into place and the replaced ones deleted, then it is marked done; recovery rolls
-//! pending commits forward and removes stray staged files.
+//! pending commits forward and removes stray staged files (its own shard's only).
 
 use super::watermarks::advance_watermarks;
 use super::*;
@@ -26,7 +26,7 @@ impl StateStore {
             let plan: CommitPlan = serde_json::from_str(plan).unwrap_or_default();
             self.apply(*id, &plan, out_dir)?;
         }
-        let strays = remove_stray_staged_files(out_dir)?;
+        let strays = remove_stray_staged_files(out_dir, self.shard)?;
         Ok((pending.len(), strays))
     }
 
@@ -171,7 +171,13 @@ impl StateStore {
     }
 }
 
-pub(super) fn remove_stray_staged_files(out_dir: &Path) -> Result<usize, StateError> {
+/// Removes the staged files (`.*.tmp`) under `out_dir` (not under `_state`) that belong to
+/// `shard`: those whose name carries its tag, or no tag for an unsharded store. Other shards
+/// writing the same output stage their own files there at the same time.
+pub(super) fn remove_stray_staged_files(
+    out_dir: &Path,
+    shard: Option<Shard>,
+) -> Result<usize, StateError> {
     let mut removed = 0;
     let mut stack = vec![out_dir.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -187,7 +193,10 @@ pub(super) fn remove_stray_staged_files(out_dir: &Path) -> Result<usize, StateEr
                 if name != "_state" {
                     stack.push(p);
                 }
-            } else if name.starts_with('.') && name.ends_with(STAGED_SUFFIX) {
+            } else if name.starts_with('.')
+                && name.ends_with(STAGED_SUFFIX)
+                && Shard::tag_in(&name) == shard
+            {
                 std::fs::remove_file(&p).map_err(|source| StateError::Io {
                     action: "removing stray staged file",
                     path: p.clone(),

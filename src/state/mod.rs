@@ -13,7 +13,11 @@
 //!   cells) each run committed, for resume;
 //! - `watermarks`: per (namespace, user) the exported range `[start_ms, end_ms)` (incremental
 //!   runs), with the value before the current run so a resumed run plans the same cells;
-//! - `users`: the users exported to this output (the `users` table is rewritten from it).
+//! - `users`: the users exported to this output (the `users` table is rewritten from it);
+//! - `listed_users`: the users the run being prepared or walked listed (Users API or users
+//!   file), streamed in as they are read, with the start of each one's range: the run walks
+//!   them from here in id order, a page at a time, so no list of users is held in memory.
+//!   It is replaced by the next run's listing; a successful run copies it into `users`.
 //!
 //! SQLite runs in WAL mode with `synchronous = FULL`: a committed transaction survives a crash
 //! or power loss. A lock file keeps two runs from sharing a state directory.
@@ -25,6 +29,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ExportedUser, User};
+use crate::shard::Shard;
 
 /// State store errors.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +68,19 @@ pub enum StateError {
         commit: i64,
         /// The missing file.
         path: PathBuf,
+    },
+    /// A sharded run's state directory is its shard's alone (its recovery only cleans its own
+    /// shard's staged files): a store used by another shard, or by an unsharded run, is refused.
+    #[error(
+        "state directory {path} belongs to {found}, not to {wanted}; each shard keeps its own state (the default is OUT/_state/s<I>of<N>): use another --state-dir"
+    )]
+    Shard {
+        /// The state directory.
+        path: PathBuf,
+        /// Whose it is (`shard 1/4`, `an unsharded run`).
+        found: String,
+        /// Who asked.
+        wanted: String,
     },
     /// The database was written by a newer version.
     #[error(
@@ -135,6 +153,13 @@ CREATE TABLE IF NOT EXISTS users(
   matched_filters TEXT NOT NULL,
   run_id TEXT NOT NULL,
   extracted_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS listed_users(
+  user TEXT PRIMARY KEY,
+  channel TEXT,
+  user_name TEXT,
+  attributes TEXT NOT NULL,
+  matched_filters TEXT NOT NULL,
+  from_ms INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 /// A data file known to the state.
@@ -225,6 +250,9 @@ pub struct RunStart {
 pub struct StateStore {
     conn: Connection,
     path: PathBuf,
+    /// The shard whose store this is (from `meta`), if sharded: recovery removes only the
+    /// staged files that carry its tag.
+    shard: Option<Shard>,
     /// The lock file, held for the store's life (none when opened read-only).
     _lock: Option<File>,
 }
@@ -237,6 +265,7 @@ mod users;
 mod watermarks;
 
 pub use files::StreamStats;
+pub use users::{LISTING_BATCH, ListedReader, ListedRow, ListedStats};
 pub use watermarks::{UserWatermark, WatermarkSummary};
 
 pub(crate) fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StateError + Copy + '_ {
@@ -314,11 +343,14 @@ impl StateStore {
             }
             Some(_) => {}
         }
-        Ok(StateStore {
+        let mut st = StateStore {
             conn,
             path,
+            shard: None,
             _lock: Some(lock),
-        })
+        };
+        st.shard = st.meta("shard")?.and_then(|t| Shard::tag_in(&t));
+        Ok(st)
     }
 
     /// Opens the store read-only, without the lock: what `state show` does while a run holds
@@ -338,8 +370,49 @@ impl StateStore {
         Ok(StateStore {
             conn,
             path,
+            shard: None,
             _lock: None,
         })
+    }
+
+    /// Claims the store for `shard` (`None`: an unsharded run): a new store is marked with the
+    /// shard; a store marked for another shard, or used by an unsharded run before, is refused.
+    ///
+    /// # Errors
+    /// [`StateError::Shard`]; SQLite errors.
+    pub fn claim_shard(&mut self, shard: Option<Shard>) -> Result<(), StateError> {
+        let who = |s: Option<Shard>| match s {
+            Some(s) => format!("shard {s}"),
+            None => "an unsharded run".to_owned(),
+        };
+        let used: bool = self
+            .conn
+            .query_row("SELECT EXISTS(SELECT 1 FROM runs)", [], |r| r.get(0))
+            .map_err(sql(&self.path))?;
+        let owner = match (self.shard, used) {
+            (Some(s), _) => Some(Some(s)),
+            (None, true) => Some(None),
+            (None, false) => None,
+        };
+        match owner {
+            Some(o) if o != shard => Err(StateError::Shard {
+                path: self.path.parent().unwrap_or(&self.path).to_owned(),
+                found: who(o),
+                wanted: who(shard),
+            }),
+            _ => {
+                if let Some(s) = shard {
+                    self.set_meta("shard", &s.tag())?;
+                }
+                self.shard = shard;
+                Ok(())
+            }
+        }
+    }
+
+    /// The shard whose store this is, if sharded.
+    pub fn shard(&self) -> Option<Shard> {
+        self.shard
     }
 
     /// True when this handle holds the lock (no other run is using the store).

@@ -121,8 +121,6 @@ pub struct CrmRun {
     pub bot_key: String,
     /// Watermark namespace for incremental runs.
     pub watermarks: Option<String>,
-    /// The run's users (names, channels, attributes).
-    pub users: Arc<Vec<User>>,
     /// Request timeout.
     pub timeout: Duration,
     /// Retries per request.
@@ -214,8 +212,9 @@ pub struct CrmSink {
     /// The ledger's namespace: `<crm>:<base url>`.
     namespace: String,
     run8: String,
-    /// Index of each user in `run.users`.
-    users: HashMap<String, usize>,
+    /// The users being delivered (names, channels, attributes), read from the run's listing in
+    /// the state store for the unit (or the recovery) at hand: never the whole list.
+    users: HashMap<String, User>,
     client: Option<Client>,
     /// The sink thread's own runtime for the CRM's HTTP calls.
     rt: Option<Arc<tokio::runtime::Runtime>>,
@@ -236,12 +235,6 @@ impl CrmSink {
     /// [`SinkError::State`] when the ledger's tables cannot be created.
     pub fn new(spec: CrmSpec, run: CrmRun, mut state: StateStore) -> Result<Self, SinkError> {
         ledger::ensure_schema(&mut state)?;
-        let users = run
-            .users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.channel_user_id.clone(), i))
-            .collect();
         Ok(CrmSink {
             namespace: format!(
                 "{}:{}",
@@ -256,7 +249,7 @@ impl CrmSink {
             run8: super::run8(&run.run_id),
             spec,
             run,
-            users,
+            users: HashMap::new(),
             client: None,
             rt: None,
             state,
@@ -267,7 +260,18 @@ impl CrmSink {
     }
 
     fn user(&self, id: &str) -> Option<&User> {
-        self.users.get(id).map(|&i| &self.run.users[i])
+        self.users.get(id)
+    }
+
+    /// Loads the listed users among `ids` (replacing those loaded before).
+    fn load_users<'a>(&mut self, ids: impl Iterator<Item = &'a str>) -> Result<(), SinkError> {
+        self.users.clear();
+        for id in ids {
+            if let Some(u) = self.state.listed_user(id)? {
+                self.users.insert(id.to_owned(), u);
+            }
+        }
+        Ok(())
     }
 
     /// Counts a user's contact once per run.
@@ -349,6 +353,7 @@ impl Sink for CrmSink {
         let done = (cells_done as usize).min(info.cells.len());
         let committed: HashSet<&str> = info.cells[..done].iter().map(|c| c.user.as_ref()).collect();
         by_user.retain(|u, _| committed.contains(u.as_str()));
+        self.load_users(by_user.keys().map(String::as_str))?;
         let delivered: u64 = by_user.values().map(|l| l.len() as u64).sum();
         let rt = self.runtime();
         let refused = rt.block_on(self.deliver(by_user))?;

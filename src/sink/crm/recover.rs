@@ -15,6 +15,7 @@ impl CrmSink {
             return Ok(());
         }
         let pending = Ledger::new(&mut self.state, &self.namespace).pending()?;
+        self.load_users(pending.iter().map(|r| r.user.as_str()))?;
         for mut rec in pending {
             let contact_key = self
                 .user(&rec.user)
