@@ -127,6 +127,9 @@ pub struct StateTarget {
     /// The state directory, when not under the output.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// A sharded output: the shard whose state (STATE_DIR/s<I>of<N>) to show or reset.
+    #[arg(long, value_name = "I/N", env = "ENGATI_ETL_SHARD")]
+    pub shard: Option<String>,
 }
 
 /// `state show` flags.

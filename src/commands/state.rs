@@ -7,11 +7,13 @@ use crate::cli::{StateCmd, StateTarget};
 use crate::config::PipelineFile;
 use crate::error::Error;
 use crate::report::human_bytes;
+use crate::shard::Shard;
 use crate::state::StateStore;
 use crate::time::{parse_user_instant, rfc3339_ms};
 
-/// Resolves (output dir, state dir) from a pipeline file or flags.
-fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf), Error> {
+/// Resolves (output dir, state dir, shard) from a pipeline file or flags; a shard's state is
+/// in its subdirectory `s<I>of<N>` of the state directory.
+fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf, Option<Shard>), Error> {
     let (mut out, mut state) = (t.out.clone(), t.state_dir.clone());
     if let Some(p) = &t.pipeline {
         let f = PipelineFile::load(p)?;
@@ -26,13 +28,35 @@ fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf), Error> {
         return Err(usage("an export to stdout (--out -) keeps no state".into()));
     }
     let state = state.unwrap_or_else(|| out.join("_state"));
+    let shard = match t.shard.as_deref() {
+        Some(text) => Shard::parse(text).map_err(|e| usage(format!("--shard: {e}")))?,
+        None => None,
+    };
+    let state = match shard {
+        Some(s) => state.join(s.tag()),
+        None => state,
+    };
     if !state.join("state.sqlite3").exists() {
+        let sharded = shard.is_none() && has_shard_dirs(&state);
         return Err(usage(format!(
-            "no state at {} (nothing has run with this output yet)",
-            state.display()
+            "no state at {}{}",
+            state.display(),
+            if sharded {
+                " (this output is sharded: pass --shard I/N for one shard's state)"
+            } else {
+                " (nothing has run with this output yet)"
+            }
         )));
     }
-    Ok((out, state))
+    Ok((out, state, shard))
+}
+
+/// True when `dir` holds shards' state directories (`s<I>of<N>`).
+fn has_shard_dirs(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| Shard::tag_in(&e.file_name().to_string_lossy()).is_some())
+    })
 }
 
 /// `engati-etl state show|reset ...`.
@@ -44,7 +68,7 @@ pub fn state(cmd: StateCmd) -> Result<ExitCode, Error> {
         StateCmd::Show(a) => &a.target,
         StateCmd::Reset(a) => &a.target,
     };
-    let (out, dir) = locate(target)?;
+    let (out, dir, shard) = locate(target)?;
     match cmd {
         StateCmd::Show(a) => {
             // While a run holds the store, look without touching it (WAL readers).
@@ -61,7 +85,11 @@ pub fn state(cmd: StateCmd) -> Result<ExitCode, Error> {
         StateCmd::Reset(a) => {
             let mut st = StateStore::open(&dir)?;
             st.recover(&out)?;
-            reset(&mut st, a.user.as_deref(), a.to.as_deref(), &a.namespace)?;
+            let namespace = match shard {
+                Some(s) if !a.namespace.contains('@') => format!("{}@{}", a.namespace, s.tag()),
+                _ => a.namespace.clone(),
+            };
+            reset(&mut st, a.user.as_deref(), a.to.as_deref(), &namespace)?;
         }
     }
     Ok(ExitCode::SUCCESS)

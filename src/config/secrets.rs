@@ -98,7 +98,8 @@ pub fn check_output(output: &OutputSpec) -> Result<(), ConfigError> {
 }
 
 /// The first entry of an existing output directory that engati-etl does not write, if the
-/// directory has no state of ours.
+/// directory has no state of ours. The run reports of shards (`_run_report-s<I>of<N>.json`)
+/// are ours: N shards share one output, each with its own state.
 fn foreign_entry(out: &Path, state_dir: &Path) -> Option<String> {
     if state_dir.join("state.sqlite3").exists() {
         return None;
@@ -115,5 +116,6 @@ fn foreign_entry(out: &Path, state_dir: &Path) -> Option<String> {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !ours.contains(&n.as_str()) && !n.starts_with(".engati-etl-"))
+        .filter(|n| !(n.starts_with("_run_report-") && n.ends_with(".json")))
         .min()
 }

@@ -651,4 +651,47 @@ mod tests {
             Err(DecodeError::Shape { found, .. }) if found == "null"
         ));
     }
+
+    #[test]
+    fn a_spooled_body_is_streamed_user_by_user_and_the_callback_can_stop_it() {
+        use std::io::Write;
+        let k = UsersKeys::default();
+        let body = br#"{"meta":{"n":[1,2]},"users":[{"user_id":"a"},{"user_id":"b"},{"user_id":"c"}],"responseObject":{"content":[]}}"#;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(body).unwrap();
+        let path = locate_file(&f, &k).unwrap();
+        assert_eq!(
+            path,
+            ListPath::Key {
+                key: "users".into(),
+                nth: 0
+            }
+        );
+        let mut ids = Vec::new();
+        let mut keep = |u: User| -> Result<(), &'static str> {
+            ids.push(u.channel_user_id);
+            if ids.len() == 2 { Err("full") } else { Ok(()) }
+        };
+        match stream_file(&f, &path, &k, &mut keep) {
+            Err(StreamError::Stopped("full")) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ids, ["a", "b"]);
+        // A body cut short is found by the first pass, before any user is taken: retryable.
+        f.set_len(body.len() as u64 - 20).unwrap();
+        let err = locate_file(&f, &k).unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        // The nested and repeated shapes are found in a spooled body as in memory.
+        let nested = br#"{"responseObject":{"users":[{"user_id":"x"}],"content":{},"content":[{"user_id":"y"}]}}"#;
+        let mut g = tempfile::tempfile().unwrap();
+        g.write_all(nested).unwrap();
+        let path = locate_file(&g, &k).unwrap();
+        let mut got = Vec::new();
+        stream_file(&g, &path, &k, &mut |u: User| -> Result<(), ()> {
+            got.push(u.channel_user_id);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, ["y"]);
+    }
 }

@@ -140,3 +140,170 @@ fn watermarks_move_only_by_contiguous_extension_and_remember_the_start_of_a_run(
     st.commit("r2", &plan(vec![mv(40, 50)]), out, 0).unwrap(); // a gap: no move
     assert_eq!(st.watermarks("incremental", "x").unwrap()["u"], (0, 30));
 }
+
+#[test]
+fn recovery_removes_only_its_own_shards_staged_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let mine = Shard { index: 1, count: 3 };
+    let mut st = StateStore::open(&out.join("_state").join(mine.tag())).unwrap();
+    st.claim_shard(Some(mine)).unwrap();
+    let names = [
+        ".part-20260801T0000-s1of3-a1b2c3d4e5f6-00000.parquet.20260812.tmp",
+        ".part-20260801T0000-s2of3-a1b2c3d4e5f6-00000.parquet.20260812.tmp",
+        ".part-20260801T0000-a1b2c3d4e5f6-00000.parquet.20260812.tmp",
+        ".part-users-s0of3.parquet.20260812.tmp",
+    ];
+    for n in names {
+        std::fs::write(out.join(n), "x").unwrap();
+    }
+    let (_, strays) = st.recover(out).unwrap();
+    assert_eq!(strays, 1);
+    let left: Vec<bool> = names.iter().map(|n| out.join(n).exists()).collect();
+    assert_eq!(left, [false, true, true, true]);
+    // An unsharded store's recovery leaves the shards' files alone too.
+    let mut plain = StateStore::open(&out.join("plain")).unwrap();
+    plain.claim_shard(None).unwrap();
+    assert_eq!(plain.recover(out).unwrap().1, 1);
+    assert!(out.join(names[1]).exists() && out.join(names[3]).exists());
+}
+
+#[test]
+fn a_shards_state_is_refused_to_another_shard_and_to_unsharded_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s0 = Shard { index: 0, count: 3 };
+    {
+        let mut st = StateStore::open(dir.path()).unwrap();
+        st.claim_shard(Some(s0)).unwrap();
+    }
+    let mut st = StateStore::open(dir.path()).unwrap();
+    assert_eq!(st.shard(), Some(s0), "the claim is kept in the store");
+    let err = st
+        .claim_shard(Some(Shard { index: 1, count: 3 }))
+        .unwrap_err();
+    assert!(err.to_string().contains("shard 0/3"), "{err}");
+    assert!(matches!(
+        st.claim_shard(None),
+        Err(StateError::Shard { .. })
+    ));
+    st.claim_shard(Some(s0)).unwrap();
+    // A store an unsharded run used is not a shard's.
+    let other = tempfile::tempdir().unwrap();
+    let mut st = StateStore::open(other.path()).unwrap();
+    st.begin_run("range", "h", "{}", None, "r1", 0).unwrap();
+    assert!(st.claim_shard(Some(s0)).is_err());
+    st.claim_shard(None).unwrap();
+}
+
+fn listed(id: &str, name: &str) -> User {
+    User {
+        channel_user_id: id.into(),
+        channel: Some("whatsapp".into()),
+        user_name: Some(name.into()),
+        attributes: vec![("city".into(), name.into())],
+        matched_filters: vec![],
+    }
+}
+
+#[test]
+fn listed_users_are_a_sorted_union_with_the_first_listing_winning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = StateStore::open(dir.path()).unwrap();
+    st.begin_listing().unwrap();
+    st.add_listed_users(&[listed("b", "B"), listed("a", "A")], Some("opt1=yes"), 5)
+        .unwrap();
+    st.add_listed_users(
+        &[listed("c", "C"), listed("a", "A2")],
+        Some("segment=vip"),
+        5,
+    )
+    .unwrap();
+    st.add_listed_users(&[listed("a", "A3")], Some("opt1=yes"), 5)
+        .unwrap();
+    let all = st.listed_users_page(None, 10).unwrap();
+    let ids: Vec<&str> = all.iter().map(|u| u.channel_user_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(all[0].user_name.as_deref(), Some("A"));
+    assert_eq!(all[0].matched_filters, ["opt1=yes", "segment=vip"]);
+    assert_eq!(all[1].matched_filters, ["opt1=yes"]);
+    let page = st.listed_users_page(Some("a"), 1).unwrap();
+    assert_eq!(page[0].channel_user_id, "b");
+    assert_eq!(
+        st.listed_user("c").unwrap().unwrap().user_name.as_deref(),
+        Some("C")
+    );
+    assert_eq!(st.listed_user("z").unwrap(), None);
+    // Cells: every user from 5 to 3 windows of 10 -> [5,10), [10,20), [20,25).
+    let stats = st.listed_stats(25, 10).unwrap();
+    assert_eq!(
+        stats,
+        ListedStats {
+            users: 3,
+            cells: 9,
+            earliest_ms: Some(5)
+        }
+    );
+    // A new listing replaces the old one; promoted users keep the latest attributes.
+    assert_eq!(st.promote_listed_users("r1", 7).unwrap(), 3);
+    st.begin_listing().unwrap();
+    st.add_listed_users(&[listed("a", "A9")], None, 5).unwrap();
+    st.promote_listed_users("r2", 8).unwrap();
+    let users = st.users().unwrap();
+    assert_eq!(users.len(), 3);
+    assert_eq!(users[0].user.user_name.as_deref(), Some("A9"));
+    assert_eq!(users[0].run_id, "r2");
+    assert_eq!(users[1].run_id, "r1");
+}
+
+#[test]
+fn incremental_ranges_start_from_the_watermark_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let mut st = StateStore::open(&out.join("_state")).unwrap();
+    let mark = |user: &str, end| WatermarkMove {
+        namespace: "incremental".into(),
+        user: user.into(),
+        start_ms: 0,
+        end_ms: end,
+    };
+    let night1 = CommitPlan {
+        watermarks: vec![mark("a", 100), mark("b", 1000)],
+        ..Default::default()
+    };
+    st.commit("r1", &night1, out, 0).unwrap();
+    // The resumed run r2 moved a's watermark and gave c its first one.
+    let r2 = CommitPlan {
+        watermarks: vec![
+            mark("a", 200),
+            WatermarkMove {
+                start_ms: 50,
+                ..mark("c", 300)
+            },
+        ],
+        ..Default::default()
+    };
+    st.commit("r2", &r2, out, 0).unwrap();
+    st.begin_listing().unwrap();
+    let users: Vec<User> = ["a", "b", "c", "d"].iter().map(|u| listed(u, u)).collect();
+    st.add_listed_users(&users, None, 10).unwrap();
+    st.start_from_watermarks("main", "incremental", "r2", 10, 30, 500)
+        .unwrap();
+    let from: Vec<i64> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|u| {
+            let reader = ListedReader::open(st.path()).unwrap();
+            let page = reader.page(None, i64::MAX, 10).unwrap();
+            page.into_iter().find(|r| r.user == *u).unwrap().from_ms
+        })
+        .collect();
+    // a: 100 (before r2) - 30; b: at until already; c: none before r2 -> start; d: new.
+    assert_eq!(from, [70, 500, 10, 10]);
+    let reader = ListedReader::open(st.path()).unwrap();
+    let ids: Vec<String> = reader
+        .page(Some("a"), 500, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.user)
+        .collect();
+    assert_eq!(ids, ["c", "d"], "b has no cell before until");
+}
