@@ -98,6 +98,55 @@ today-7d. The range is [since, until) in UTC.")]
     /// Show or reset a pipeline's state (watermarks, runs, files).
     #[command(subcommand)]
     State(StateCmd),
+    /// Estimate a run before it starts: users, cells, requests, bytes and wall time (and with N
+    /// shards), from the real user listing and a small sample of cells.
+    #[command(after_help = "Examples:
+  engati-etl plan pipelines/nightly.toml
+  engati-etl plan pipelines/backfill.toml --since 2025-01-01 --until 2026-01-01 --json
+  engati-etl plan pipelines/backfill.toml --sample-users 50 --compare-shards 4,16
+
+It lists the users (the same Users API calls as the run), counts the cells exactly, and fetches
+each sampled cell's pages as the run would (at most --sample-pages per cell, paced under
+max_rps). It writes nothing and takes no lock; the requests it made are reported.")]
+    Plan(PlanArgs),
+}
+
+/// `plan` flags.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// The pipeline file.
+    #[arg(value_name = "PIPELINE.toml")]
+    pub pipeline: PathBuf,
+    /// Users to sample, evenly spread in id order (at most 100,000).
+    #[arg(long, value_name = "K", default_value_t = 20, help_heading = "Plan",
+          value_parser = crate::config::values::NumParser::<u64>::new("--sample-users", 1, 100_000))]
+    pub sample_users: u64,
+    /// Windows to sample per sampled user, evenly spread over its range (at most 100,000).
+    #[arg(long, value_name = "W", default_value_t = 3, help_heading = "Plan",
+          value_parser = crate::config::values::NumParser::<u64>::new("--sample-windows", 1, 100_000))]
+    pub sample_windows: u64,
+    /// Pages read per sampled cell at most; a cell with more makes the figures lower bounds
+    /// ("at least"). Raise it when pages are small or cells dense.
+    #[arg(long, value_name = "P", default_value_t = crate::plan::sample::PAGE_CAP, help_heading = "Plan",
+          value_parser = crate::config::values::NumParser::<u32>::new("--sample-pages", 1, 10_000))]
+    pub sample_pages: u32,
+    /// Also estimate with these numbers of shards (comma-separated), each 1 to 65,536.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "2,4,8",
+          help_heading = "Plan",
+          value_parser = crate::config::values::NumParser::<u32>::new("--compare-shards", 1, crate::shard::MAX_SHARDS))]
+    pub compare_shards: Vec<u32>,
+    /// Print JSON on stdout instead of a table.
+    #[arg(long, help_heading = "Plan")]
+    pub json: bool,
+    #[command(flatten)]
+    /// Source overrides.
+    pub source: SourceSection,
+    #[command(flatten)]
+    /// Range overrides.
+    pub range: RangeSection,
+    #[command(flatten)]
+    /// Output overrides (the output's state gives incremental ranges).
+    pub sink: SinkSection,
 }
 
 /// `state` subcommands.

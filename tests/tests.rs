@@ -9,6 +9,7 @@
 //! - `incremental`: nightly runs, backfills, state commands, live arrivals.
 //! - `crash`: SIGKILL at random points and between journal and rename.
 //! - `crm`: HubSpot emulator timelines, growth, 207/429, budget, crashes, dry run, BottleCRM.
+//! - `plan`: the estimate against the actual run (cells, requests, messages; never times).
 //! - `shards`: N shards into one output equal one export, one after the other or at once.
 //! - `fuzz_wire`: the page parser, normalizer and Users reader under seeded fuzzing and
 //!   adversarial bodies (no sandbox; the long run is `examples/fuzz_wire.rs`).
@@ -27,4 +28,5 @@ mod faults;
 mod fuzz_wire;
 mod hardening;
 mod incremental;
+mod plan;
 mod shards;

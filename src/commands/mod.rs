@@ -2,6 +2,7 @@
 //! returns `Result<ExitCode, Error>`; errors are printed once, by `main`.
 
 mod export;
+mod plan;
 mod sandbox;
 mod state;
 mod users;
@@ -36,6 +37,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
         Cmd::Validate(a) => validate::validate(a).await,
         Cmd::Backfill(a) => export::backfill(a, quiet).await,
         Cmd::State(c) => state::state(c),
+        Cmd::Plan(a) => plan::plan(a).await,
     }
 }
 

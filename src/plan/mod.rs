@@ -15,9 +15,10 @@
 //! A sharded run's unit keys carry its shard's tag (`shard`), so N shards writing one output
 //! never name two files alike.
 //!
-//! [`estimate`] is the `plan` command's arithmetic: requests, bytes and time before a run.
+//! [`estimate`] and [`sample`] are the `plan` command's: requests, bytes and time before a run.
 
 pub mod estimate;
+pub mod sample;
 
 use std::sync::Arc;
 

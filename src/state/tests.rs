@@ -239,6 +239,7 @@ fn listed_users_are_a_sorted_union_with_the_first_listing_winning() {
         stats,
         ListedStats {
             users: 3,
+            users_with_cells: 3,
             cells: 9,
             earliest_ms: Some(5)
         }

@@ -28,6 +28,8 @@ pub struct ListedRow {
 pub struct ListedStats {
     /// Users listed.
     pub users: u64,
+    /// Users listed that have at least one cell (their range is not empty).
+    pub users_with_cells: u64,
     /// Cells (user x grid window clipped to the user's range), all users together.
     pub cells: u64,
     /// The earliest start of a range that has a cell, ms since epoch UTC.
@@ -146,7 +148,7 @@ impl StateStore {
     pub fn listed_stats(&self, until_ms: i64, window_ms: i64) -> Result<ListedStats, StateError> {
         self.conn
             .query_row(
-                "SELECT COUNT(*),
+                "SELECT COUNT(*), COUNT(CASE WHEN from_ms < ?1 THEN 1 END),
                    COALESCE(SUM(CASE WHEN from_ms < ?1 THEN (?1 - 1) / ?2 - from_ms / ?2 + 1 ELSE 0 END), 0),
                    MIN(CASE WHEN from_ms < ?1 THEN from_ms END)
                  FROM listed_users",
@@ -154,11 +156,33 @@ impl StateStore {
                 |r| {
                     Ok(ListedStats {
                         users: r.get::<_, i64>(0)? as u64,
-                        cells: r.get::<_, i64>(1)? as u64,
-                        earliest_ms: r.get(2)?,
+                        users_with_cells: r.get::<_, i64>(1)? as u64,
+                        cells: r.get::<_, i64>(2)? as u64,
+                        earliest_ms: r.get(3)?,
                     })
                 },
             )
+            .map_err(sql(&self.path))
+    }
+
+    /// Attaches another store's database read-only as `schema` (the `plan` command reads the
+    /// output's watermarks without taking its lock or writing to it).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn attach_read_only(&mut self, schema: &str, db: &Path) -> Result<(), StateError> {
+        const URI: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+            .add(b' ')
+            .add(b'#')
+            .add(b'?')
+            .add(b'%');
+        let uri = format!(
+            "file:{}?mode=ro",
+            percent_encoding::utf8_percent_encode(&db.to_string_lossy(), URI)
+        );
+        self.conn
+            .execute(&format!("ATTACH DATABASE ?1 AS {schema}"), [uri])
+            .map(|_| ())
             .map_err(sql(&self.path))
     }
 
