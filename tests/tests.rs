@@ -18,6 +18,7 @@ mod commands;
 mod crash;
 mod crm;
 mod dead_letter;
+mod delta;
 mod docs;
 mod encoding;
 mod errors;
