@@ -27,3 +27,4 @@ mod faults;
 mod fuzz_wire;
 mod hardening;
 mod incremental;
+mod object_store;

@@ -258,6 +258,7 @@ impl DeltaSink {
     /// Opens the table, creating it (partitioned by `date`) when there is none yet; a table
     /// created meanwhile by another writer is opened instead.
     async fn open(&mut self) -> Result<(), SinkError> {
+        register_log_stores();
         let url = self.url()?;
         let remote = Remote::open(url.as_str()).map_err(|e| delta_err("storage", e))?;
         let builder = DeltaTableBuilder::from_url(url.clone())
@@ -291,6 +292,45 @@ impl DeltaSink {
         self.remote = Some(remote);
         Ok(())
     }
+}
+
+/// delta-rs's default log store for the cloud schemes: it commits `_delta_log/<v>.json` by
+/// conditional create (`PutMode::Create`). The `deltalake` crate registers it for `file://`
+/// only; its S3 store (the `s3` feature) would bring the AWS SDK and a DynamoDB lock that
+/// stores with conditional writes do not need (AWS S3 since 2024, GCS, Azure, MinIO, s3s-fs).
+struct ConditionalCreateLogStores;
+
+impl deltalake::logstore::LogStoreFactory for ConditionalCreateLogStores {
+    fn with_options(
+        &self,
+        prefixed_store: deltalake::logstore::ObjectStoreRef,
+        root_store: deltalake::logstore::ObjectStoreRef,
+        location: &Url,
+        options: &deltalake::logstore::StorageConfig,
+    ) -> deltalake::DeltaResult<Arc<dyn deltalake::logstore::LogStore>> {
+        Ok(deltalake::logstore::default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
+/// Registers [`ConditionalCreateLogStores`] for every scheme [`crate::storage`] opens (once;
+/// a factory registered by someone else is kept).
+fn register_log_stores() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let registry = deltalake::logstore::logstore_factories();
+        for scheme in crate::storage::SCHEMES {
+            if let Ok(url) = Url::parse(&format!("{scheme}://")) {
+                registry
+                    .entry(url)
+                    .or_insert_with(|| Arc::new(ConditionalCreateLogStores));
+            }
+        }
+    });
 }
 
 /// The files of a commit, with where they go in the table.

@@ -13,6 +13,8 @@ use arrow_array::types::TimestampMillisecondType;
 use engati_etl::sandbox::{self, SandboxConfig, SandboxHandle, StoredMessage};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+pub mod s3;
+
 /// Starts a sandbox on 127.0.0.1:0.
 pub async fn start(cfg: SandboxConfig) -> SandboxHandle {
     sandbox::start(SandboxConfig { port: 0, ..cfg })
