@@ -9,6 +9,8 @@
 //! - `incremental`: nightly runs, backfills, state commands, live arrivals.
 //! - `crash`: SIGKILL at random points and between journal and rename.
 //! - `crm`: HubSpot emulator timelines, growth, 207/429, budget, crashes, dry run, BottleCRM.
+//! - `remote_files`: Parquet/JSONL on object storage (`file://`; S3 via s3s-fs, ignored):
+//!   manifests, empty state dirs, kills at each commit step, two workers, watermarks.
 //! - `fuzz_wire`: the page parser, normalizer and Users reader under seeded fuzzing and
 //!   adversarial bodies (no sandbox; the long run is `examples/fuzz_wire.rs`).
 
@@ -28,3 +30,4 @@ mod fuzz_wire;
 mod hardening;
 mod incremental;
 mod object_store;
+mod remote_files;

@@ -25,7 +25,14 @@ fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf), Error> {
     if out.as_os_str() == "-" {
         return Err(usage("an export to stdout (--out -) keeps no state".into()));
     }
-    let state = state.unwrap_or_else(|| out.join("_state"));
+    let state = state.unwrap_or_else(|| {
+        let location = out.to_string_lossy();
+        if crate::storage::is_remote(&location) {
+            crate::config::sink::remote_state_dir(&location)
+        } else {
+            out.join("_state")
+        }
+    });
     if !state.join("state.sqlite3").exists() {
         return Err(usage(format!(
             "no state at {} (nothing has run with this output yet)",

@@ -175,14 +175,6 @@ impl SinkSection {
             Some(OutputFormat::Jsonl) => Format::Jsonl,
             _ => Format::Parquet,
         };
-        if self
-            .out
-            .as_deref()
-            .is_some_and(|o| crate::storage::is_remote(&o.to_string_lossy()))
-        {
-            p.push("out (--out) on object storage needs --format delta (Parquet/JSONL files go to a local directory; a Delta table gives readers one consistent table on a bucket)");
-            return None;
-        }
         let gzip = self.gzip.unwrap_or(false);
         let out = self.out_target(format, gzip, p);
         if gzip && format == Format::Parquet {
@@ -211,17 +203,43 @@ impl SinkSection {
             .ok();
         match out? {
             None => Some(OutputSpec::Stdout),
-            Some(out_dir) => Some(OutputSpec::Files(FilesSpec {
-                state_dir: self
-                    .state_dir
-                    .clone()
-                    .unwrap_or_else(|| out_dir.join("_state")),
-                out_dir,
-                encoding: encoding?,
-                target_file_bytes,
-                allow_foreign_files: self.allow_foreign_files.unwrap_or(false),
-            })),
+            Some(out_dir) => {
+                let (out_dir, state_dir, remote) = self.files_location(out_dir, p)?;
+                Some(OutputSpec::Files(FilesSpec {
+                    state_dir,
+                    out_dir,
+                    remote,
+                    encoding: encoding?,
+                    target_file_bytes,
+                    allow_foreign_files: self.allow_foreign_files.unwrap_or(false),
+                }))
+            }
         }
+    }
+
+    /// Where a file output's files are written, its state directory and, on object storage,
+    /// its URL: a local `out` is both; a URL's files are written to the local mirror
+    /// `<state_dir>/mirror` and uploaded (`sink::remote_files`), the state directory defaulting
+    /// to one per URL under the user's data directory.
+    fn files_location(
+        &self,
+        out: PathBuf,
+        p: &mut Problems,
+    ) -> Option<(PathBuf, PathBuf, Option<String>)> {
+        let location = out.to_string_lossy().into_owned();
+        if !crate::storage::is_remote(&location) {
+            let state_dir = self.state_dir.clone().unwrap_or_else(|| out.join("_state"));
+            return Some((out, state_dir, None));
+        }
+        if let Err(e) = crate::storage::Remote::open(&location) {
+            p.push(format!("out (--out): {e}"));
+            return None;
+        }
+        let state_dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| remote_state_dir(&location));
+        Some((state_dir.join("mirror"), state_dir, Some(location)))
     }
 
     /// `Some(None)` for stdout, `Some(Some(dir))` for a directory, `None` when invalid.
@@ -292,7 +310,7 @@ impl SinkSection {
 
 /// The default local state directory of an output on object storage:
 /// `$XDG_DATA_HOME/engati-etl/remote/<xxh3 of the URL>` (else `~/.local/share/...`).
-fn remote_state_dir(url: &str) -> PathBuf {
+pub fn remote_state_dir(url: &str) -> PathBuf {
     let base = std::env::var("XDG_DATA_HOME")
         .ok()
         .filter(|x| !x.is_empty())

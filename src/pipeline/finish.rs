@@ -79,14 +79,15 @@ pub struct Ended {
     pub interrupted: bool,
 }
 
-/// Ends the run: the error that counts, the status, the report, recorded.
+/// Ends the run: the error that counts, the status, the report, recorded. Hands the state
+/// store back for [`record_remote_finish`].
 pub fn finish(
     spec: &RunSpec,
     client: &Client,
     prepared: &Prepared,
     ended: Ended,
     started: i64,
-) -> RunOutcome {
+) -> (RunOutcome, Option<StateStore>) {
     let Ended {
         walked,
         walk,
@@ -153,10 +154,43 @@ pub fn finish(
             Err(e) => tracing::warn!(error = %e, "Could not write the run report."),
         }
     }
-    RunOutcome {
+    let outcome = RunOutcome {
         report: Some(report),
         report_file,
         error,
+    };
+    (outcome, state)
+}
+
+/// For an output on object storage: records the run's end in the output (a `finish`
+/// manifest), so a fresh worker does not resume a finished run. Best effort: a failure is
+/// logged (the run then looks interrupted to a fresh worker, which resumes it and skips its
+/// committed units). Runs on a thread of its own, off the executor.
+pub async fn record_remote_finish(spec: &RunSpec, state: Option<StateStore>, outcome: &RunOutcome) {
+    let (OutputSpec::Files(f), Some(mut st), Some(report)) = (&spec.output, state, &outcome.report)
+    else {
+        return;
+    };
+    let Some(url) = f.remote.clone() else {
+        return;
+    };
+    if matches!(
+        outcome.error,
+        Some(RunError::Sink(SinkError::AnotherWorker { .. }))
+    ) {
+        return;
+    }
+    let (run_id, status) = (report.run_id.clone(), report.status.as_str());
+    let json = serde_json::to_string(report).unwrap_or_default();
+    let job =
+        move || crate::sink::remote_files::record_finish(&url, &mut st, &run_id, status, &json);
+    match tokio::task::spawn_blocking(job).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            tracing::info!("Another worker wrote to the namespace since; no finish manifest.")
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "Could not record the run's end in the output."),
+        Err(e) => tracing::warn!(error = %e, "Could not record the run's end in the output."),
     }
 }
 

@@ -128,7 +128,7 @@ pub enum RunError {
     /// The state store (exit 2 when locked, else 6).
     #[error(transparent)]
     State(#[from] StateError),
-    /// The output (exit 6).
+    /// The output (exit 6; 7 when another worker commits to the same output and namespace).
     #[error(transparent)]
     Sink(#[from] SinkError),
 }
@@ -152,6 +152,7 @@ impl RunError {
             RunError::Sink(SinkError::OutputClosed) => 0,
             RunError::Sink(SinkError::Crm(crate::sink::crm::http::CrmError::Auth { .. })) => 3,
             RunError::Sink(SinkError::Crm(_)) => 5,
+            RunError::Sink(SinkError::AnotherWorker { .. }) => 7,
             RunError::Sink(_) => 6,
         }
     }
@@ -214,7 +215,11 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
         Ok(c) => c,
         Err(e) => return failed(e.into()),
     };
-    let mut state = match resume::open_state(spec) {
+    let state = match resume::open_state(spec) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    let mut state = match resume::replay_remote(spec, state).await {
         Ok(s) => s,
         Err(e) => return failed(e),
     };
@@ -255,7 +260,9 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
         sink: ended,
         interrupted,
     };
-    finish::finish(spec, &client, &prepared, ended, started)
+    let (outcome, state) = finish::finish(spec, &client, &prepared, ended, started);
+    finish::record_remote_finish(spec, state, &outcome).await;
+    outcome
 }
 
 /// Plans past this many cells get a warning with the time they take at the rate limit.

@@ -11,6 +11,10 @@
 //! Files are written under hidden staged names (`.part-....tmp`) and only appear under their
 //! final names through a state-store commit, after they were fsynced; the commit also takes
 //! the re-exported rows out of earlier files ([`supersede`](super::supersede)).
+//!
+//! On object storage (`FilesSpec::remote`) the same happens in a local mirror under the state
+//! directory, and each commit is uploaded and committed by a manifest instead of renamed
+//! ([`remote_files`](super::remote_files)); committed names then carry the commit's tag.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use arrow_array::RecordBatch;
 use super::durable::{sync_parents, write_file};
 use super::part::Encoding;
 use super::partitions::{DayPartitions, Layout};
+use super::remote_files::RemoteFiles;
 use super::rotating::StagedFile;
 use super::supersede::{self, CellMap, Replacement};
 use super::{
@@ -36,8 +41,12 @@ pub use super::partitions::MAX_PENDING_BYTES;
 /// The file output, validated (`config::sink`).
 #[derive(Debug, Clone)]
 pub struct FilesSpec {
-    /// Output directory.
+    /// Output directory; for an output on object storage, the local mirror where files are
+    /// written before upload (`<state_dir>/mirror`).
     pub out_dir: PathBuf,
+    /// The output's URL when it is on object storage (`s3://bucket/prefix`, `gs://`, `az://`,
+    /// `file://`): files are committed there by manifests ([`super::remote_files`]).
+    pub remote: Option<String>,
     /// State directory (default `<out>/_state`).
     pub state_dir: PathBuf,
     /// Format and encoding.
@@ -57,6 +66,8 @@ pub struct FilesSink {
     watermarks: Option<String>,
     state: StateStore,
     unit: Option<OpenUnit>,
+    /// The object-store side, for an output on object storage (opened by [`Sink::start`]).
+    remote: Option<RemoteFiles>,
 }
 
 struct OpenUnit {
@@ -80,6 +91,7 @@ impl FilesSink {
             watermarks,
             state,
             unit: None,
+            remote: None,
         }
     }
 
@@ -90,25 +102,32 @@ impl FilesSink {
     }
 
     /// Stages the dead-letter file of a commit (fsynced).
-    fn stage_dead(&self, info: &UnitInfo, dead: &DeadLetters) -> Result<StagedFile, SinkError> {
+    fn stage_dead(
+        &self,
+        info: &UnitInfo,
+        dead: &DeadLetters,
+        tag: Option<&str>,
+    ) -> Result<StagedFile, SinkError> {
         let stem = format!("part-{}-{:05}", info.key.0, info.first_cell);
         let staged = format!("_dead_letter/.{stem}.jsonl.{}{STAGED_SUFFIX}", self.run8);
         write_file(&self.spec.out_dir.join(&staged), &dead.lines)?;
         Ok(StagedFile {
             staged,
-            path: format!("_dead_letter/{stem}.jsonl"),
+            path: final_name(format!("_dead_letter/{stem}.jsonl"), tag),
             rows: dead.rows,
             bytes: dead.lines.len() as u64,
             bounds: None,
         })
     }
 
-    /// Takes the rows the commit re-exports out of the output's earlier files.
+    /// Takes the rows the commit re-exports out of the output's earlier files (on object
+    /// storage, the files it must read are downloaded into the mirror first).
     fn replace_earlier(
         &mut self,
         info: &UnitInfo,
         bounds: &Bounds,
         cells: &[CellRef],
+        tag: Option<&str>,
     ) -> Result<Replacement, SinkError> {
         let (b, state) = (bounds, &self.state);
         let mut candidates = state.overlapping_files(
@@ -132,6 +151,14 @@ impl FilesSink {
                 && f.cells_from >= info.first_cell
                 && f.cells_to <= b.cells_to
         };
+        if let Some(remote) = self.remote.as_mut() {
+            remote.fetch(
+                candidates
+                    .iter()
+                    .filter(|f| !same_unit(f))
+                    .map(|f| f.path.as_str()),
+            )?;
+        }
         let run8 = &self.run8;
         let mut n = 0u32;
         supersede::replace(
@@ -147,7 +174,7 @@ impl FilesSink {
                 let stem = format!("part-{}-{:05}-r{run8}{n:02}", info.key.0, info.first_cell);
                 (
                     format!("{dir}/.{stem}.{ext}.{run8}{STAGED_SUFFIX}"),
-                    format!("{dir}/{stem}.{ext}"),
+                    final_name(format!("{dir}/{stem}.{ext}"), tag),
                 )
             },
         )
@@ -174,22 +201,25 @@ impl FilesSink {
             }
             return Ok(Committed::default());
         }
+        let tag = self.remote.as_mut().map(RemoteFiles::next_tag);
+        let tag = tag.as_deref();
         let cells = &info.cells[..done];
         let bounds = Bounds::of(&info, cells);
         let mut adds: Vec<(StagedFile, FileRecord)> = messages
             .into_iter()
-            .map(|(day, f)| {
+            .map(|(day, mut f)| {
+                f.path = final_name(std::mem::take(&mut f.path), tag);
                 let rec = bounds.record(&info, &f, "messages", Some(day));
                 (f, rec)
             })
             .collect();
         let rows = adds.iter().map(|(f, _)| f.rows).sum();
         if !dead.is_empty() {
-            let f = self.stage_dead(&info, &dead)?;
+            let f = self.stage_dead(&info, &dead, tag)?;
             let rec = bounds.record(&info, &f, "dead_letter", None);
             adds.push((f, rec));
         }
-        let replacement = self.replace_earlier(&info, &bounds, cells)?;
+        let replacement = self.replace_earlier(&info, &bounds, cells, tag)?;
         let mut plan = CommitPlan::default();
         for (f, rec) in &adds {
             plan.adds.push((f.staged.clone(), f.path.clone()));
@@ -204,6 +234,27 @@ impl FilesSink {
         if let Some(ns) = &self.watermarks {
             plan.watermarks = watermark_moves(ns, cells);
         }
+        let files = plan
+            .records
+            .iter()
+            .map(|r| WrittenFile {
+                path: r.path.clone(),
+                bytes: r.bytes,
+            })
+            .collect();
+        self.commit_plan(plan)?;
+        Ok(Committed {
+            rows,
+            rejects: dead.rows,
+            files,
+            files_replaced: replacement.removes.len() as u64,
+            rows_replaced: replacement.rows_removed,
+        })
+    }
+
+    /// Makes a unit's plan durable: journaled and renamed into the output directory, or, on
+    /// object storage, uploaded and committed by a manifest ([`RemoteFiles::publish`]).
+    fn commit_plan(&mut self, plan: CommitPlan) -> Result<(), SinkError> {
         fail::fail_point!("files::before_journal", |_| crate::hooks::crash(
             "before journaling a commit"
         ));
@@ -212,6 +263,9 @@ impl FilesSink {
             path: self.spec.out_dir.join("messages"),
             source: std::io::Error::from_raw_os_error(28),
         }));
+        if let Some(remote) = self.remote.as_mut() {
+            return remote.publish(&mut self.state, plan);
+        }
         sync_parents(
             &self.spec.out_dir,
             plan.adds.iter().map(|(s, _)| s.as_str()),
@@ -222,20 +276,16 @@ impl FilesSink {
             &self.spec.out_dir,
             crate::time::now_ms(),
         )?;
-        Ok(Committed {
-            rows,
-            rejects: dead.rows,
-            files: plan
-                .records
-                .iter()
-                .map(|r| WrittenFile {
-                    path: r.path.clone(),
-                    bytes: r.bytes,
-                })
-                .collect(),
-            files_replaced: replacement.removes.len() as u64,
-            rows_replaced: replacement.rows_removed,
-        })
+        Ok(())
+    }
+}
+
+/// A committed file's name: as staged for a local output; with the commit's `tag` for an
+/// output on object storage (unique per commit: a committed object is never overwritten).
+fn final_name(path: String, tag: Option<&str>) -> String {
+    match tag {
+        Some(t) => super::remote_files::tagged(&path, t),
+        None => path,
     }
 }
 
@@ -293,6 +343,15 @@ impl Bounds {
 }
 
 impl Sink for FilesSink {
+    fn start(&mut self) -> Result<(), SinkError> {
+        if let Some(url) = &self.spec.remote {
+            let remote =
+                RemoteFiles::start(url, &self.spec.out_dir, &mut self.state, &self.run_id)?;
+            self.remote = Some(remote);
+        }
+        Ok(())
+    }
+
     fn begin_unit(&mut self, info: Arc<UnitInfo>) -> Result<(), SinkError> {
         self.abort();
         let layout = Layout {
@@ -322,6 +381,9 @@ impl Sink for FilesSink {
             // unit's staged files go, so a failed run (a full disk) leaves no `.tmp` behind.
             let _ = self.state.recover(&self.spec.out_dir);
         }
+        if let Some(remote) = self.remote.as_mut() {
+            remote.evict();
+        }
         self.unit = None;
         result
     }
@@ -337,6 +399,9 @@ impl Sink for FilesSink {
         users: &[User],
         cx: &RowContext,
     ) -> Result<Option<(WrittenFile, u64)>, SinkError> {
+        if let Some(remote) = self.remote.as_mut() {
+            remote.restore_users(&mut self.state)?;
+        }
         super::users_table::write(
             &mut self.state,
             &self.spec.out_dir,
@@ -345,6 +410,7 @@ impl Sink for FilesSink {
             &self.run8,
             users,
             cx,
+            self.remote.as_mut(),
         )
     }
 

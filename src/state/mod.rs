@@ -13,7 +13,9 @@
 //!   cells) each run committed, for resume;
 //! - `watermarks`: per (namespace, user) the exported range `[start_ms, end_ms)` (incremental
 //!   runs), with the value before the current run so a resumed run plans the same cells;
-//! - `users`: the users exported to this output (the `users` table is rewritten from it).
+//! - `users`: the users exported to this output (the `users` table is rewritten from it);
+//! - `remote_manifests` / `remote_removed`: for an output on object storage, the manifests
+//!   applied locally and the paths they removed (`state/manifests.rs`).
 //!
 //! SQLite runs in WAL mode with `synchronous = FULL`: a committed transaction survives a crash
 //! or power loss. A lock file keeps two runs from sharing a state directory.
@@ -180,10 +182,14 @@ pub struct CommitPlan {
     /// Watermark moves: `(namespace, user, window)`.
     #[serde(skip)]
     pub watermarks: Vec<WatermarkMove>,
+    /// For an output on object storage: the manifest that committed this plan, recorded as
+    /// applied (and its removes as dead objects) in the same transaction.
+    #[serde(skip)]
+    pub manifest: Option<ManifestRef>,
 }
 
 /// A committed cell's effect on the incremental watermark of its user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatermarkMove {
     /// Namespace (`incremental`).
     pub namespace: String,
@@ -232,11 +238,16 @@ pub struct StateStore {
 /// Maps a SQLite error to [`StateError::Sqlite`] naming the store's file.
 mod files;
 mod journal;
+mod manifests;
 mod runs;
 mod users;
 mod watermarks;
 
 pub use files::StreamStats;
+pub use manifests::{
+    MANIFEST_VERSION, MANIFESTS_DIR, Manifest, ManifestKind, ManifestRef, RunMeta, UnitProgress,
+    manifest_path, namespace_key, parse_manifest_path,
+};
 pub use watermarks::{UserWatermark, WatermarkSummary};
 
 pub(crate) fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StateError + Copy + '_ {
@@ -288,6 +299,7 @@ impl StateStore {
         )
         .map_err(sql(&path))?;
         conn.execute_batch(SCHEMA).map_err(sql(&path))?;
+        conn.execute_batch(manifests::SCHEMA).map_err(sql(&path))?;
         let version: Option<i64> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key='schema_version'",
