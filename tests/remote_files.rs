@@ -509,6 +509,32 @@ async fn watermarks_survive_an_empty_state(t: &Target) {
         "two nights, the second from nothing",
     );
     assert_no_orphans(&t.root, "two nights");
+    // `state show` on the URL: the fresh worker's state holds both nights (the first rebuilt
+    // from the manifests) and the live files' rows.
+    let n2 = t.state("n2");
+    let show = args(&[
+        "state",
+        "show",
+        "--out",
+        &t.url,
+        "--state-dir",
+        n2.to_str().unwrap(),
+        "--json",
+    ]);
+    let o = t.run(&show, &key, &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["out"], t.url.as_str());
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{v}");
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{v}");
+    let messages = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["stream"] == "messages")
+        .unwrap();
+    assert_eq!(messages["rows"].as_u64(), Some(want.len() as u64), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,12 +52,18 @@ pub fn state(cmd: StateCmd) -> Result<ExitCode, Error> {
         StateCmd::Reset(a) => &a.target,
     };
     let (out, dir) = locate(target)?;
+    // An output on object storage keeps its local files in the state's mirror.
+    let files = if crate::storage::is_remote(&out.to_string_lossy()) {
+        dir.join("mirror")
+    } else {
+        out.clone()
+    };
     match cmd {
         StateCmd::Show(a) => {
             // While a run holds the store, look without touching it (WAL readers).
             let st = match StateStore::open(&dir) {
                 Ok(mut st) => {
-                    st.recover(&out)?;
+                    st.recover(&files)?;
                     st
                 }
                 Err(crate::state::StateError::Locked(_)) => StateStore::open_read_only(&dir)?,
@@ -67,7 +73,7 @@ pub fn state(cmd: StateCmd) -> Result<ExitCode, Error> {
         }
         StateCmd::Reset(a) => {
             let mut st = StateStore::open(&dir)?;
-            st.recover(&out)?;
+            st.recover(&files)?;
             reset(&mut st, a.user.as_deref(), a.to.as_deref(), &a.namespace)?;
         }
     }
