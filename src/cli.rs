@@ -49,6 +49,10 @@ pub enum Cmd {
     /// Show or reset a pipeline's state (watermarks, runs, files).
     #[command(subcommand)]
     State(StateCmd),
+    /// Message people from a table (WhatsApp templates, broadcasts, API-triggered flows),
+    /// never twice, every row accounted for.
+    #[command(subcommand)]
+    Send(crate::send::args::SendCmd),
 }
 
 /// `state` subcommands.

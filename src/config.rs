@@ -71,6 +71,8 @@ pub struct PipelineFile {
     pub sink: SinkSection,
     /// Run against the embedded sandbox instead of a real API.
     pub sandbox: Option<SandboxSection>,
+    /// `engati-etl send run`: what to send to whom (`send::config`).
+    pub send: Option<crate::send::config::SendSection>,
 }
 
 fn string_or_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

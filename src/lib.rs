@@ -35,6 +35,7 @@ pub mod report;
 pub mod sandbox;
 pub mod schema;
 pub mod secret;
+pub mod send;
 pub mod sink;
 pub mod state;
 pub mod time;

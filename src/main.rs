@@ -4,6 +4,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
+    // Crash points for tests (`FAILPOINTS`), only in builds with `fault-injection`.
+    #[cfg(feature = "fault-injection")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = engati_etl::cli::Cli::parse();
     let default_level = match cli.verbose {
         0 => "warn",

@@ -2,6 +2,7 @@
 
 mod export;
 mod sandbox;
+mod send;
 mod state;
 mod users;
 mod validate;
@@ -25,6 +26,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
         Cmd::Validate(a) => validate::validate(a).await,
         Cmd::Backfill(a) => export::backfill(a, quiet).await,
         Cmd::State(c) => state::state(c),
+        Cmd::Send(c) => send::send(c, quiet).await,
     }
 }
 

@@ -1,0 +1,286 @@
+//! `--dry-run`: plan every row and render every request, send nothing, record nothing.
+//!
+//! `OUT/sends/campaign=ID/dry-run.jsonl` gets one line per input row (`would_send` with
+//! method, path and body; `skipped` with the reason; `duplicate`; `already_<status>` for keys
+//! the ledger settled, with `changed`), and for broadcasts one line per batch with its
+//! request. No key is written. The counts are those a real run would produce now: the ledger,
+//! when there is one, is read (without taking the state lock), never written.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::Status;
+use super::config::Campaign;
+use super::input::InputReader;
+use super::message::Message;
+use super::plan::{PlanStats, Planner, SeenKeys};
+use super::render::{self, Request};
+use super::{ledger, plan};
+
+/// What a dry run found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DryRunStats {
+    /// Row counts, as a real run would find them.
+    pub plan: PlanStats,
+    /// Requests a real run would make (rows, or broadcasts of `batch_size` rows).
+    pub requests: u64,
+    /// The file written.
+    pub file: PathBuf,
+}
+
+/// A dry run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DryRunError {
+    /// Planning (input: exit 2; ledger: exit 6).
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    /// Writing the file (exit 6).
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_row: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    row_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate_of: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rows: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<Box<RawValue>>,
+}
+
+const EMPTY: Line<'static> = Line {
+    input_row: None,
+    row_key: None,
+    status: None,
+    reason: None,
+    error: None,
+    duplicate_of: None,
+    changed: None,
+    batch: None,
+    rows: None,
+    method: None,
+    path: None,
+    body: None,
+};
+
+/// Opens the ledger read-only when the state store and its send tables exist.
+fn open_ledger(state_dir: &Path) -> Option<Connection> {
+    let path = state_dir.join("state.sqlite3");
+    if !path.exists() {
+        return None;
+    }
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    let has: bool = conn
+        .query_row(
+            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type='table' AND name='send_rows'",
+            [],
+            |r| r.get(0),
+        )
+        .ok()?;
+    has.then_some(conn)
+}
+
+struct Out {
+    w: BufWriter<std::fs::File>,
+    path: PathBuf,
+}
+
+impl Out {
+    fn line(&mut self, l: &Line<'_>) -> Result<(), DryRunError> {
+        let io = |source| DryRunError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        serde_json::to_writer(&mut self.w, l).map_err(|e| io(e.into()))?;
+        self.w.write_all(b"\n").map_err(io)
+    }
+
+    fn request<'a>(&mut self, l: Line<'a>, r: &'a Request) -> Result<(), DryRunError> {
+        let body = r
+            .body
+            .as_ref()
+            .and_then(|b| RawValue::from_string(b.clone()).ok());
+        self.line(&Line {
+            method: Some(r.method.as_str()),
+            path: Some(r.path.as_str()),
+            body,
+            ..l
+        })
+    }
+}
+
+/// Plans every row of `reader`, writes `dry-run.jsonl`, returns the counts.
+///
+/// # Errors
+/// [`DryRunError`].
+pub fn run(
+    campaign: &Campaign,
+    planner: &Planner<'_>,
+    reader: InputReader,
+    now_ms: i64,
+) -> Result<DryRunStats, DryRunError> {
+    let dir = campaign.log_dir();
+    let path = dir.join("dry-run.jsonl");
+    let io = |source| DryRunError::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let tmp = dir.join(".dry-run.jsonl.tmp");
+    let file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut out = Out {
+        w: BufWriter::with_capacity(1 << 20, file),
+        path: path.clone(),
+    };
+    let conn = open_ledger(&campaign.state_dir);
+    let mut stats = DryRunStats {
+        file: path.clone(),
+        ..DryRunStats::default()
+    };
+    let mut seen = SeenKeys::default();
+    let mut batch: Vec<String> = Vec::new();
+    for (i, values) in reader.enumerate() {
+        let values = values.map_err(plan::PlanError::from)?;
+        let n = i as u64 + 1;
+        stats.plan.input_rows = n;
+        let p = planner.plan(&values, n);
+        let base = Line {
+            input_row: Some(n),
+            row_key: Some(&p.key),
+            ..EMPTY
+        };
+        if let Some(first) = seen.first_or_insert(&p.key, n) {
+            stats.plan.duplicates += 1;
+            out.line(&Line {
+                status: Some("duplicate".into()),
+                duplicate_of: Some(first),
+                ..base
+            })?;
+            continue;
+        }
+        let known = match &conn {
+            Some(c) => ledger::lookup(c, &campaign.id, &p.key).map_err(plan::PlanError::from)?,
+            None => None,
+        };
+        if let Some((status, hash)) = known.filter(|(s, _)| *s != Status::Pending) {
+            let changed = hash != p.hash;
+            stats.plan.already_settled += 1;
+            stats.plan.changed += u64::from(changed);
+            out.line(&Line {
+                status: Some(format!("already_{status}")),
+                changed: Some(changed),
+                ..base
+            })?;
+            continue;
+        }
+        if let Some(s) = &p.skip {
+            *stats.plan.skipped.entry(s.category.to_owned()).or_default() += 1;
+            out.line(&Line {
+                status: Some("skipped".into()),
+                reason: Some(s.category),
+                error: Some(&s.reason),
+                ..base
+            })?;
+            continue;
+        }
+        stats.plan.to_send += 1;
+        match &p.request {
+            Some(r) => {
+                stats.requests += 1;
+                out.request(
+                    Line {
+                        status: Some("would_send".into()),
+                        ..base
+                    },
+                    r,
+                )?;
+            }
+            None => {
+                out.line(&Line {
+                    status: Some("would_send".into()),
+                    batch: Some(stats.requests + 1),
+                    ..base
+                })?;
+                batch.push(p.recipient.clone().unwrap_or_default());
+                flush_batch(campaign, &mut batch, &mut stats, &mut out, now_ms, false)?;
+            }
+        }
+    }
+    flush_batch(campaign, &mut batch, &mut stats, &mut out, now_ms, true)?;
+    let file = out.w.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(stats)
+}
+
+/// Writes the broadcast for the collected recipients once full (or at the end).
+fn flush_batch(
+    campaign: &Campaign,
+    batch: &mut Vec<String>,
+    stats: &mut DryRunStats,
+    out: &mut Out,
+    now_ms: i64,
+    last: bool,
+) -> Result<(), DryRunError> {
+    let Message::Broadcast {
+        channel,
+        title,
+        content,
+        publish_at_ms,
+        batch_size,
+        ..
+    } = &campaign.message
+    else {
+        return Ok(());
+    };
+    if batch.is_empty() || (!last && batch.len() < *batch_size) {
+        return Ok(());
+    }
+    stats.requests += 1;
+    let r = render::broadcast(
+        &campaign.source,
+        channel,
+        title,
+        content,
+        publish_at_ms.unwrap_or(now_ms),
+        batch,
+    );
+    out.request(
+        Line {
+            batch: Some(stats.requests),
+            rows: Some(batch.len()),
+            ..EMPTY
+        },
+        &r,
+    )?;
+    batch.clear();
+    Ok(())
+}
