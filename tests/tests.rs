@@ -9,6 +9,8 @@
 //! - `incremental`: nightly runs, backfills, state commands, live arrivals.
 //! - `crash`: SIGKILL at random points and between journal and rename.
 //! - `crm`: HubSpot emulator timelines, growth, 207/429, budget, crashes, dry run, BottleCRM.
+//! - `send`: templates, triggers, broadcasts from a table: never twice, every row accounted
+//!   for, under faults and crashes; dry run, reconciliation, retries, exit codes.
 
 mod util;
 
@@ -20,3 +22,4 @@ mod errors;
 mod export;
 mod faults;
 mod incremental;
+mod send;

@@ -431,11 +431,9 @@ fn print_status(dir: &Path, a: &StatusArgs) -> i32 {
                 v["kind"].as_str().unwrap_or(""),
                 dir.display()
             );
-            let keys: Vec<String> = v["keys"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, n)| format!("{k} {n}"))
+            let keys: Vec<String> = Status::ALL
+                .iter()
+                .map(|s| format!("{s} {}", v["keys"][s.as_str()].as_u64().unwrap_or(0)))
                 .collect();
             println!("  keys        {}", keys.join(" · "));
             println!("  result log  {}", v["result_log"].as_str().unwrap_or(""));

@@ -194,27 +194,23 @@ impl SendReport {
             }
         );
         let q = &self.requests;
-        let by: Vec<String> = q
+        let mut detail: Vec<String> = q
             .by_status
             .iter()
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
-        let _ = writeln!(
-            s,
-            "  requests  {} ({}{}{})",
-            q.total,
-            by.join(", "),
-            if q.transport_errors > 0 {
-                format!(", no response: {}", q.transport_errors)
-            } else {
-                String::new()
-            },
-            if q.retries > 0 {
-                format!("; {} retried", q.retries)
-            } else {
-                String::new()
-            }
-        );
+        if q.transport_errors > 0 {
+            detail.push(format!("no response: {}", q.transport_errors));
+        }
+        if q.retries > 0 {
+            detail.push(format!("{} were retries", q.retries));
+        }
+        let detail = if detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", detail.join(", "))
+        };
+        let _ = writeln!(s, "  requests  {}{detail}", q.total);
         let _ = writeln!(s, "  log       {}", self.result_log);
         list(&mut s, "failed", &self.failed_rows);
         list(&mut s, "unknown", &self.unknown_rows);

@@ -355,7 +355,7 @@ fn begin(
     for r in rows {
         let counts = i64::from(manual == Some(true));
         row.execute(params![
-            campaign, r.key, r.attempt, counts, now_ms, batch_id
+            campaign, r.key, r.attempt, now_ms, counts, batch_id
         ])?;
         attempt.execute(params![
             campaign,
