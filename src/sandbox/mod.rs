@@ -232,6 +232,11 @@ impl SandboxHandle {
         self.shared.outbox.sends()
     }
 
+    /// How many sends the write side accepted.
+    pub fn sends_count(&self) -> usize {
+        self.shared.outbox.accepted()
+    }
+
     /// Queues write-side faults for the next write requests.
     pub fn script_write_faults(&self, faults: impl IntoIterator<Item = write::WriteFault>) {
         self.shared.outbox.script(faults);

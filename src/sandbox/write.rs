@@ -160,6 +160,11 @@ impl Outbox {
         self.sends.lock().expect("outbox lock").clone()
     }
 
+    /// How many sends were accepted (cheaper than [`sends`](Self::sends)).
+    pub fn accepted(&self) -> usize {
+        self.sends.lock().expect("outbox lock").len()
+    }
+
     /// Queues faults for the next write requests, in order.
     pub fn script(&self, faults: impl IntoIterator<Item = WriteFault>) {
         self.script.lock().expect("outbox lock").extend(faults);

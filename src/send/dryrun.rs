@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use super::Status;
 use super::config::Campaign;
@@ -30,6 +29,12 @@ pub struct DryRunStats {
     pub requests: u64,
     /// The file written.
     pub file: PathBuf,
+}
+
+impl From<super::input::InputError> for DryRunError {
+    fn from(e: super::input::InputError) -> Self {
+        DryRunError::Plan(plan::PlanError::Input(e))
+    }
 }
 
 /// A dry run failed.
@@ -72,8 +77,6 @@ struct Line<'a> {
     method: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<Box<RawValue>>,
 }
 
 const EMPTY: Line<'static> = Line {
@@ -88,7 +91,6 @@ const EMPTY: Line<'static> = Line {
     rows: None,
     method: None,
     path: None,
-    body: None,
 };
 
 /// Opens the ledger read-only when the state store and its send tables exist.
@@ -123,17 +125,26 @@ impl Out {
         self.w.write_all(b"\n").map_err(io)
     }
 
+    /// A line with the request: `body` is spliced in as the JSON text it already is.
     fn request<'a>(&mut self, l: Line<'a>, r: &'a Request) -> Result<(), DryRunError> {
-        let body = r
-            .body
-            .as_ref()
-            .and_then(|b| RawValue::from_string(b.clone()).ok());
-        self.line(&Line {
+        let io = |source| DryRunError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let l = Line {
             method: Some(r.method.as_str()),
             path: Some(r.path.as_str()),
-            body,
             ..l
-        })
+        };
+        let mut text = serde_json::to_vec(&l).map_err(|e| io(e.into()))?;
+        if let Some(body) = &r.body {
+            text.pop(); // the closing brace
+            text.extend_from_slice(b",\"body\":");
+            text.extend_from_slice(body.as_bytes());
+            text.push(b'}');
+        }
+        text.push(b'\n');
+        self.w.write_all(&text).map_err(io)
     }
 }
 
@@ -167,11 +178,8 @@ pub fn run(
     };
     let mut seen = SeenKeys::default();
     let mut batch: Vec<String> = Vec::new();
-    for (i, values) in reader.enumerate() {
-        let values = values.map_err(plan::PlanError::from)?;
-        let n = i as u64 + 1;
+    plan::for_each_planned(planner, reader, |n, _, p| -> Result<(), DryRunError> {
         stats.plan.input_rows = n;
-        let p = planner.plan(&values, n);
         let base = Line {
             input_row: Some(n),
             row_key: Some(&p.key),
@@ -184,7 +192,7 @@ pub fn run(
                 duplicate_of: Some(first),
                 ..base
             })?;
-            continue;
+            return Ok(());
         }
         let known = match &conn {
             Some(c) => ledger::lookup(c, &campaign.id, &p.key).map_err(plan::PlanError::from)?,
@@ -199,7 +207,7 @@ pub fn run(
                 changed: Some(changed),
                 ..base
             })?;
-            continue;
+            return Ok(());
         }
         if let Some(s) = &p.skip {
             *stats.plan.skipped.entry(s.category.to_owned()).or_default() += 1;
@@ -209,7 +217,7 @@ pub fn run(
                 error: Some(&s.reason),
                 ..base
             })?;
-            continue;
+            return Ok(());
         }
         stats.plan.to_send += 1;
         match &p.request {
@@ -233,7 +241,8 @@ pub fn run(
                 flush_batch(campaign, &mut batch, &mut stats, &mut out, now_ms, false)?;
             }
         }
-    }
+        Ok(())
+    })?;
     flush_batch(campaign, &mut batch, &mut stats, &mut out, now_ms, true)?;
     let file = out.w.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;

@@ -250,7 +250,7 @@ impl CsvRows {
 /// JSON Lines (optionally gzipped): one object per line; blank lines are skipped.
 struct JsonRows {
     path: PathBuf,
-    lines: Box<dyn BufRead>,
+    lines: Box<dyn BufRead + Send>,
     columns: Vec<String>,
     line_no: u64,
     first: Option<serde_json::Map<String, serde_json::Value>>,
@@ -260,7 +260,7 @@ struct JsonRows {
 impl JsonRows {
     fn open(path: &Path, columns: &[String], gz: bool) -> Result<Self, InputError> {
         let file = open_file(path)?;
-        let lines: Box<dyn BufRead> = if gz {
+        let lines: Box<dyn BufRead + Send> = if gz {
             Box::new(BufReader::with_capacity(
                 256 * 1024,
                 flate2::read::MultiGzDecoder::new(file),

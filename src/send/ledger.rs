@@ -255,6 +255,54 @@ pub fn upsert_planned(
     .map(|_| ())
 }
 
+/// Brings a settled key up to date with the input where that is safe (issue 10: settled rows
+/// are never re-sent by a run; `send retry` must not send what the input no longer allows):
+/// - `failed` (certainly not processed): takes the new request, or becomes `skipped` when the
+///   input now skips the row;
+/// - `unknown` (maybe delivered): keeps its request; `reason = 'hold'` keeps it from
+///   `send retry` while the input skips the row, and is cleared otherwise;
+/// - other statuses: unchanged.
+///
+/// # Errors
+/// SQLite errors.
+pub fn refresh_settled(
+    conn: &Connection,
+    campaign: &str,
+    status: Status,
+    key: &str,
+    hash: &str,
+    request: Option<&Request>,
+    skip: Option<(&str, &str)>,
+) -> rusqlite::Result<()> {
+    match (status, skip) {
+        (Status::Failed, Some((category, reason))) => conn
+            .prepare_cached(
+                "UPDATE send_rows SET status='skipped', reason=?3, error=?4, content_hash=?5
+                 WHERE campaign=?1 AND row_key=?2 AND status='failed'",
+            )?
+            .execute(params![campaign, key, category, reason, hash]),
+        (Status::Failed, None) => conn
+            .prepare_cached(
+                "UPDATE send_rows SET content_hash=?3, method=COALESCE(?4, method),
+                   path=COALESCE(?5, path), body=COALESCE(?6, body)
+                 WHERE campaign=?1 AND row_key=?2 AND status='failed'",
+            )?
+            .execute(params![
+                campaign,
+                key,
+                hash,
+                request.map(|r| r.method.as_str()),
+                request.map(|r| r.path.as_str()),
+                request.and_then(|r| r.body.as_deref()),
+            ]),
+        (Status::Unknown, skip) => conn
+            .prepare_cached("UPDATE send_rows SET reason=?3 WHERE campaign=?1 AND row_key=?2 AND status='unknown'")?
+            .execute(params![campaign, key, skip.map(|_| "hold")]),
+        _ => Ok(0),
+    }
+    .map(|_| ())
+}
+
 /// Forgets the input rows of the campaign's previous run.
 ///
 /// # Errors
@@ -301,7 +349,8 @@ pub struct JobRow {
     pub request: Option<Request>,
 }
 
-/// Up to `limit` rows of `campaign` in one of `statuses`, after `after_seq`, in `seq` order.
+/// Up to `limit` rows of `campaign` in `status`, after `after_seq`, in `seq` order (rows on
+/// hold excluded: see [`refresh_settled`]).
 ///
 /// # Errors
 /// SQLite errors.
@@ -314,7 +363,8 @@ pub fn rows_to_send(
 ) -> rusqlite::Result<Vec<JobRow>> {
     let mut st = conn.prepare_cached(
         "SELECT seq, row_key, recipient, status, attempts, method, path, body FROM send_rows
-         WHERE campaign=?1 AND status=?2 AND seq>?3 ORDER BY seq LIMIT ?4",
+         WHERE campaign=?1 AND status=?2 AND seq>?3 AND COALESCE(reason, '') != 'hold'
+         ORDER BY seq LIMIT ?4",
     )?;
     let rows = st.query_map(
         params![campaign, status.as_str(), after_seq, limit as i64],

@@ -7,7 +7,11 @@
 //! with a key already seen in the input is a `duplicate` (skipped, counted); rows without
 //! consent, with an invalid phone number or an empty template value are `skipped` with the
 //! reason. A key the ledger already settled is never planned again; if its content changed it
-//! is reported (`changed`), not re-sent. A `pending` key takes the input's latest content.
+//! is reported (`changed`), not re-sent. A `pending` key takes the input's latest content, and
+//! so does a `failed` one (it was certainly not processed; `send retry` sends the latest
+//! content, and a failed row the input now skips becomes `skipped`). An `unknown` row keeps
+//! the request that may have been delivered, but is held back from `send retry` while the
+//! input skips it (consent withdrawn, for instance).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -144,13 +148,32 @@ impl<'a> Planner<'a> {
 
     /// Plans input row `input_row` (1-based).
     pub fn plan(&self, values: &Values, input_row: u64) -> Planned {
+        self.plan_with(values, input_row, self.recipient_of(values))
+    }
+
+    /// The row's normalized recipient, or why it is not valid (the expensive part of
+    /// planning: libphonenumber).
+    pub fn recipient_of(&self, values: &Values) -> Result<String, Skip> {
+        let row = RowView {
+            values,
+            columns: &self.columns,
+        };
+        self.recipient(row.get(self.campaign.message.recipient_column()))
+    }
+
+    /// Plans a row whose recipient [`recipient_of`](Self::recipient_of) already normalized.
+    pub fn plan_with(
+        &self,
+        values: &Values,
+        input_row: u64,
+        recipient: Result<String, Skip>,
+    ) -> Planned {
         let row = RowView {
             values,
             columns: &self.columns,
         };
         let c = self.campaign;
         let raw = row.get(c.message.recipient_column());
-        let recipient = self.recipient(raw);
         let key = match (&c.key_column, &recipient) {
             (Some(col), _) => row.get(col).map(|k| k.trim().to_owned()),
             (None, Ok(r)) => Some(r.clone()),
@@ -275,6 +298,70 @@ fn skipped(key: String, recipient: Option<String>, skip: Skip) -> Planned {
     }
 }
 
+/// Rows per chunk handed from the normalizing thread to the planning one.
+const CHUNK: usize = 1024;
+
+/// A chunk of rows with their normalized recipients, or the input error that ended it.
+type Chunk = Result<Vec<(Values, Result<String, Skip>)>, super::input::InputError>;
+
+/// Plans every row of `reader` and calls `f(input_row, values, planned)` in input order.
+///
+/// Reading and phone normalization run on a second thread, the rest here: libphonenumber is
+/// most of the planning time and cannot run in parallel with itself (its regex cache is one
+/// lock), so two stages are what two cores buy.
+///
+/// # Errors
+/// The input's error, or the first error of `f`.
+pub fn for_each_planned<E: From<super::input::InputError> + Send>(
+    planner: &Planner<'_>,
+    reader: super::input::InputReader,
+    mut f: impl FnMut(u64, &Values, Planned) -> Result<(), E>,
+) -> Result<(), E> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(8);
+    std::thread::scope(|scope| {
+        let normalize = std::thread::Builder::new().name("send-normalize".into());
+        let spawned = normalize.spawn_scoped(scope, move || {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            for values in reader {
+                match values {
+                    Ok(v) => {
+                        let r = planner.recipient_of(&v);
+                        chunk.push((v, r));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+                if chunk.len() == CHUNK
+                    && tx
+                        .send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))))
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(chunk));
+        });
+        if let Err(e) = spawned {
+            return Err(E::from(super::input::InputError::Read {
+                path: std::path::PathBuf::new(),
+                at: "start".into(),
+                message: format!("cannot start a thread: {e}"),
+            }));
+        }
+        let mut n = 0u64;
+        for chunk in rx {
+            for (values, recipient) in chunk? {
+                n += 1;
+                let p = planner.plan_with(&values, n, recipient);
+                f(n, &values, p)?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// What planning found, for the report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PlanStats {
@@ -292,9 +379,12 @@ pub struct PlanStats {
     pub changed: u64,
 }
 
-/// Tracks keys seen in the input: key hash -> first input row.
+/// Tracks keys seen in the input: key hash (xxh3-128) -> first input row. About 32 bytes per
+/// distinct key: the one structure that grows with the input.
 #[derive(Default)]
-pub struct SeenKeys(HashMap<u128, u64>);
+pub struct SeenKeys(
+    HashMap<u128, u64, std::hash::BuildHasherDefault<crate::normalize::PassThrough>>,
+);
 
 impl SeenKeys {
     /// The earlier input row with this key, or records `input_row` as its first.
@@ -340,19 +430,19 @@ pub fn record(
     let mut stats = PlanStats::default();
     let mut seen = SeenKeys::default();
     let mut seq = ledger::next_seq(conn, campaign)?;
-    let mut tx = conn.transaction()?;
-    ledger::clear_inputs(&tx, campaign)?;
-    for (i, values) in reader.enumerate() {
-        let values = values?;
-        let n = i as u64 + 1;
+    // Plain BEGIN/COMMIT rather than a `Transaction`: the chunks are committed from inside
+    // the closure.
+    let tx: &rusqlite::Connection = conn;
+    tx.execute_batch("BEGIN")?;
+    ledger::clear_inputs(tx, campaign)?;
+    let result = for_each_planned(planner, reader, |n, _, p| -> Result<(), PlanError> {
         stats.input_rows = n;
-        let p = planner.plan(&values, n);
         if let Some(first) = seen.first_or_insert(&p.key, n) {
             stats.duplicates += 1;
-            ledger::insert_input(&tx, campaign, n, &p.key, Some(first), false)?;
-            continue;
+            ledger::insert_input(tx, campaign, n, &p.key, Some(first), false)?;
+            return Ok(());
         }
-        let known = ledger::lookup(&tx, campaign, &p.key)?;
+        let known = ledger::lookup(tx, campaign, &p.key)?;
         let changed = match &known {
             Some((Status::Pending, _)) | None => {
                 let row = ledger::PlannedRow {
@@ -364,7 +454,7 @@ pub fn record(
                     hash: &p.hash,
                     request: p.request.as_ref(),
                 };
-                ledger::upsert_planned(&tx, campaign, seq, &row)?;
+                ledger::upsert_planned(tx, campaign, seq, &row)?;
                 seq += 1;
                 match &p.skip {
                     Some(s) => *stats.skipped.entry(s.category.to_owned()).or_default() += 1,
@@ -372,20 +462,34 @@ pub fn record(
                 }
                 false
             }
-            Some((_, hash)) => {
+            Some((status, hash)) => {
                 stats.already_settled += 1;
                 let changed = *hash != p.hash;
                 stats.changed += u64::from(changed);
+                let skip = p.skip.as_ref().map(|s| (s.category, s.reason.as_str()));
+                ledger::refresh_settled(
+                    tx,
+                    campaign,
+                    *status,
+                    &p.key,
+                    &p.hash,
+                    p.request.as_ref(),
+                    skip,
+                )?;
                 changed
             }
         };
-        ledger::insert_input(&tx, campaign, n, &p.key, None, changed)?;
+        ledger::insert_input(tx, campaign, n, &p.key, None, changed)?;
         if n.is_multiple_of(PLAN_CHUNK) {
-            tx.commit()?;
-            tx = conn.transaction()?;
+            tx.execute_batch("COMMIT; BEGIN")?;
         }
+        Ok(())
+    });
+    if let Err(e) = result {
+        let _ = tx.execute_batch("ROLLBACK");
+        return Err(e);
     }
-    tx.commit()?;
+    tx.execute_batch("COMMIT")?;
     Ok(stats)
 }
 

@@ -388,7 +388,7 @@ pub fn describe(s: &Stop) -> String {
             "{e} (the campaign stopped at once; the row was not processed and stays pending)"
         ),
         Stop::Breaker(Trip::Refused { rows, error }) => format!(
-            "circuit breaker: the first {rows} rows were all refused with the same error ({error}); the API refuses the campaign itself (template name, namespace, flow key?). Fix it, then `engati-etl send retry --campaign ID --status failed` re-sends those rows and a re-run sends the rest"
+            "circuit breaker: the first {rows} rows were all refused with the same error ({error}); the API refuses the campaign itself (template name, namespace, flow key?). Fix it and run the campaign again: it sends the rest and updates the refused rows, which `engati-etl send retry --campaign ID --status failed` then sends"
         ),
         Stop::Breaker(Trip::Unavailable { rows, error }) => format!(
             "the API looks unavailable: {rows} requests in a row may have been processed without an answer (last: {error}); they are unknown, the rest stays pending"

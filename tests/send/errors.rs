@@ -156,6 +156,35 @@ async fn a_wrong_template_name_trips_the_circuit_breaker_with_exit_4() {
     );
     assert!(sb.sends().is_empty());
     assert_eq!(rows[0]["api_code"], 1004);
+    // Fixed: the re-run sends the rest and updates the refused rows; the retry sends those.
+    let fixed = with(template(&sb, &input, "cb", &out), &["--concurrency", "2"]);
+    let o = run(&fixed, Some(&sb.ids.api_key)).await;
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the refused rows are still failed: {}",
+        text(&o)
+    );
+    assert_eq!(sb.sends().len(), 100 - failed);
+    let retry = args(&[
+        "send",
+        "retry",
+        "--campaign",
+        "cb",
+        "--out",
+        out.to_str().unwrap(),
+        "--status",
+        "failed",
+        "--base-url",
+        &sb.base_url,
+        "--quiet",
+    ]);
+    let o = run(&retry, Some(&sb.ids.api_key)).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rows = results(&out, "cb");
+    assert_eq!(by_status(&rows).get("sent"), Some(&100));
+    assert_matches_sandbox(&rows, &sb, true, "after the fix");
+    assert!(sb.sends().iter().all(|s| s.name == "order_update"));
     // A flow key the bot does not have: the same for triggers.
     let t = with(
         send_args(&sb, "trigger", &input, "cb2", &out),

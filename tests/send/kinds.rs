@@ -73,14 +73,19 @@ async fn trigger_v2_sends_exactly_the_mapped_attributes_and_v1_uses_the_query() 
         .filter(|s| s.endpoint == Endpoint::TriggerV1)
         .collect();
     assert_eq!(v1.len(), 6);
-    assert_eq!(v1[0].body["user.phone_no"], phone(0));
-    assert_eq!(v1[0].body["resultCode"], "5000");
+    let first = v1.iter().find(|s| s.recipients[0] == phone(0)).unwrap();
+    assert_eq!(first.body["user.phone_no"], phone(0));
+    assert_eq!(first.body["resultCode"], "5000");
     let logged = sb
         .requests()
         .into_iter()
-        .find(|r| r.path.contains("/bot-api/v1.0/") && r.path.contains("/flow/"))
-        .unwrap();
-    assert_eq!(logged.query.get("user.phone_no"), Some(&phone(0)));
+        .filter(|r| r.path.contains("/bot-api/v1.0/") && r.path.contains("/flow/"))
+        .filter_map(|r| r.query.get("user.phone_no").cloned())
+        .collect::<Vec<_>>();
+    assert!(
+        logged.contains(&phone(0)),
+        "the number is a query parameter: {logged:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +152,9 @@ async fn broadcasts_go_out_in_batches_and_reach_each_user_once() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let sends = sb.sends();
     assert_eq!(sends.len(), 2, "6 users in batches of 4");
-    assert_eq!(sends[0].recipients.len(), 4);
+    let mut sizes: Vec<usize> = sends.iter().map(|s| s.recipients.len()).collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![2, 4]);
     assert_eq!(sends[0].body["payload"]["type"], "direct");
     assert_eq!(sends[0].body["audience"]["rule"]["channels"][0], "whatsapp");
     assert!(
