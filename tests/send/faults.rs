@@ -160,3 +160,81 @@ async fn a_lost_answer_is_unknown_until_reconciliation_finds_the_message() {
     assert_eq!(v["keys"]["unknown"], 1);
     assert_eq!(v["unknown"][0]["row_key"], phone(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_whose_answer_was_lost_is_settled_per_recipient() {
+    let sb = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let input = people(dir.path(), 5, |_, _| {});
+    sb.script_write_faults([WriteFault::FailAfter(502)]);
+    let a = with(
+        send_args(&sb, "broadcast", &input, "b", &out),
+        &[
+            "--user-id-column",
+            "phone",
+            "--title",
+            "T",
+            "--message",
+            "Hello from the bot",
+        ],
+    );
+    let o = run(&a, Some(&sb.ids.api_key)).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rows = results(&out, "b");
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "sent" && r["settled_by"] == "reconciliation"),
+        "{rows:?}"
+    );
+    assert_eq!(send_report(&out)["unknown_before_reconcile"], 5);
+    assert_matches_sandbox(&rows, &sb, true, "broadcast");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_finishes_requests_in_flight_exits_130_and_a_rerun_sends_the_rest() {
+    let sb = start(SandboxConfig {
+        faults: engati_etl::sandbox::FaultConfig {
+            latency_ms: 30,
+            ..Default::default()
+        },
+        ..small()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let input = people(dir.path(), 120, |_, _| {});
+    let a = with(template(&sb, &input, "int", &out), &["--concurrency", "2"]);
+    let mut child = command(&a, &[("ENGATI_API_KEY", &sb.ids.api_key)])
+        .spawn()
+        .unwrap();
+    while sb.sends_count() < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let pid = child.id().unwrap() as i32;
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(130));
+    let rows = results(&out, "int");
+    let counts = by_status(&rows);
+    assert_eq!(
+        counts.get("in_flight"),
+        None,
+        "requests in flight were answered and recorded"
+    );
+    assert_eq!(counts.get("sent").copied().unwrap_or(0), sb.sends_count());
+    assert!(
+        counts.get("pending").copied().unwrap_or(0) > 0,
+        "{counts:?}"
+    );
+    let o = run(&a, Some(&sb.ids.api_key)).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_matches_sandbox(&results(&out, "int"), &sb, true, "after Ctrl-C");
+    assert_eq!(sb.sends_count(), 120);
+}
