@@ -188,6 +188,47 @@ fn main() {
     rt.block_on(campaign(o));
 }
 
+fn read_report(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("_send_report.json")).expect("report"))
+        .expect("json")
+}
+
+/// The kills, then runs to completion: (final exit code, runs, peak RSS kB, last stderr).
+async fn runs(
+    o: &Opts,
+    sb: &SandboxHandle,
+    a: &[String],
+    started: Instant,
+) -> (Option<i32>, usize, u64, String) {
+    let key = sb.ids.api_key.clone();
+    let mut peak = 0u64;
+    for k in 1..=o.kills {
+        let at = o.rows * k / (o.kills + 1);
+        let p = killed_run(o, a, &key, sb, at).await;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "  run {k}: SIGKILL at {} accepted sends ({secs:.1} s, peak RSS {} MB)",
+            sb.sends_count(),
+            p / 1024
+        );
+        peak = peak.max(p);
+    }
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let (code, p, err) = timed_run(o, a, &key).await;
+        peak = peak.max(p);
+        println!(
+            "  final run {runs}: exit {code:?}, peak RSS {} MB, {:.1} s in all",
+            p / 1024,
+            started.elapsed().as_secs_f64()
+        );
+        if matches!(code, Some(0 | 1)) || runs == 3 {
+            return (code, runs, peak, err);
+        }
+    }
+}
+
 async fn campaign(o: Opts) {
     let _ = std::fs::remove_dir_all(&o.dir);
     std::fs::create_dir_all(&o.dir).expect("bench dir");
@@ -206,7 +247,6 @@ async fn campaign(o: Opts) {
     };
     let sb = sandbox::start(cfg).await.expect("sandbox");
     let a = args(&o, &sb, &input, &out);
-    let key = sb.ids.api_key.clone();
     println!(
         "send campaign: {} rows, {:.0}% process-then-500 + {:.0}% process-then-stall, {} kills",
         o.rows,
@@ -215,76 +255,31 @@ async fn campaign(o: Opts) {
         o.kills
     );
     let started = Instant::now();
-    let mut peak = 0u64;
-    for k in 1..=o.kills {
-        let at = o.rows * k / (o.kills + 1);
-        let p = killed_run(&o, &a, &key, &sb, at).await;
-        println!(
-            "  run {k}: SIGKILL at {} accepted sends ({:.1} s, peak RSS {} MB)",
-            sb.sends_count(),
-            started.elapsed().as_secs_f64(),
-            p / 1024
-        );
-        peak = peak.max(p);
-    }
-    let mut runs = 0;
-    let (code, p, err) = loop {
-        runs += 1;
-        let r = timed_run(&o, &a, &key).await;
-        if matches!(r.0, Some(0 | 1)) || runs == 3 {
-            break r;
-        }
-        println!("  re-run exited {:?}; again", r.0);
-    };
-    peak = peak.max(p);
+    let (code, runs, peak, err) = runs(&o, &sb, &a, started).await;
     let wall = started.elapsed();
-    println!(
-        "  final run: exit {code:?}, peak RSS {} MB, {:.1} s in all",
-        p / 1024,
-        wall.as_secs_f64()
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("_send_report.json")).expect("report"))
-            .expect("json");
-    let s = std::time::Instant::now();
-    let (rc_code, rc_rss, _) = timed_run(
-        &o,
-        &[
-            "send",
-            "status",
-            "--campaign",
-            "bench-100k",
-            "--out",
-            out.to_str().unwrap(),
-            "--reconcile",
-            "--base-url",
-            &sb.base_url,
-            "--json",
-        ]
-        .map(String::from),
-        &key,
-    )
-    .await;
-    let after: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("_send_report.json")).expect("report"))
-            .expect("json");
+    let report = read_report(&out);
+    let s = Instant::now();
+    let status = [
+        "send",
+        "status",
+        "--campaign",
+        "bench-100k",
+        "--out",
+        out.to_str().unwrap(),
+        "--reconcile",
+        "--base-url",
+        &sb.base_url,
+        "--json",
+    ];
+    let (rc_code, rc_rss, _) = timed_run(&o, &status.map(String::from), &sb.ids.api_key).await;
+    let after = read_report(&out);
     let sends = sb.sends();
     let mut per: HashMap<&str, usize> = HashMap::new();
     for x in &sends {
         *per.entry(x.recipients[0].as_str()).or_default() += 1;
     }
-    let duplicates = per.values().filter(|n| **n > 1).count();
-    let writes = sb
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/template"))
-        .count();
-    let reads = sb
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/conversations"))
-        .count();
-    let fault_after = sends.iter().filter(|x| x.fault_after.is_some()).count();
+    let requests = sb.requests();
+    let count = |suffix: &str| requests.iter().filter(|r| r.path.ends_with(suffix)).count();
     let summary = serde_json::json!({
         "rows": o.rows,
         "kills": o.kills,
@@ -294,13 +289,13 @@ async fn campaign(o: Opts) {
         "rows_unknown_before_reconcile": report["unknown_before_reconcile"],
         "rows_unknown_after_reconcile": report["rows"]["unknown"].as_u64().unwrap_or(0),
         "reconciled_sent": report["reconciliation"]["settled_sent"],
-        "recovered_in_flight": report["recovered_in_flight"],
+        "recovered_in_flight_last_run": report["recovered_in_flight"],
         "status_reconcile": {"exit_code": rc_code, "unknown_after": after["rows"]["unknown"].as_u64().unwrap_or(0), "seconds": s.elapsed().as_secs_f64(), "peak_rss_mb": rc_rss / 1024},
         "sandbox_accepted_sends": sends.len(),
-        "sandbox_processed_then_failed": fault_after,
-        "duplicates": duplicates,
-        "write_requests": writes,
-        "conversation_requests": reads,
+        "sandbox_processed_then_failed": sends.iter().filter(|x| x.fault_after.is_some()).count(),
+        "duplicates": per.values().filter(|n| **n > 1).count(),
+        "write_requests": count("/template"),
+        "conversation_requests": count("/conversations"),
         "wall_time_s": wall.as_secs_f64(),
         "peak_rss_mb": peak / 1024,
     });

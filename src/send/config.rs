@@ -351,34 +351,8 @@ pub fn validate(
             String::new()
         }
     };
-    let input = s.input.clone().unwrap_or_else(|| {
-        p.push(
-            "input (--input) is required: a Parquet file or directory, a CSV, or a JSONL file"
-                .into(),
-        );
-        PathBuf::new()
-    });
-    let input_format = match s.input_format.as_deref() {
-        Some(f) => InputFormat::parse(f).map_err(|e| p.push(format!("input_format (--input-format): {e}"))).ok(),
-        None if s.input.is_none() => None,
-        None => InputFormat::detect(&input).or_else(|| {
-            p.push(format!("input (--input) {}: cannot tell the format from the name; pass --input-format parquet|csv|jsonl|jsonl.gz", input.display()));
-            None
-        }),
-    };
-    let out = s.out.clone().unwrap_or_else(|| {
-        p.push("out (--out) is required: the directory for the result log and report".into());
-        PathBuf::new()
-    });
-    let state_dir = s.state_dir.clone().unwrap_or_else(|| out.join("_state"));
-    let format = match s.format.as_deref() {
-        None | Some("parquet") => Format::Parquet,
-        Some("jsonl") => Format::Jsonl,
-        Some(f) => {
-            p.push(format!("format (--format) `{f}` must be parquet or jsonl"));
-            Format::Parquet
-        }
-    };
+    let (input, input_format) = validate_input(s, &mut p);
+    let (out, state_dir, format) = validate_output(s, &mut p);
     let default_country = s.default_country.as_deref().and_then(|c| {
         super::phone::parse_country(c)
             .map(|_| c.trim().to_ascii_uppercase())
@@ -405,6 +379,44 @@ pub fn validate(
         limits,
         message: message.expect("checked"),
     })
+}
+
+fn validate_input(s: &SendSection, p: &mut Vec<String>) -> (PathBuf, Option<InputFormat>) {
+    let input = s.input.clone().unwrap_or_else(|| {
+        p.push(
+            "input (--input) is required: a Parquet file or directory, a CSV, or a JSONL file"
+                .into(),
+        );
+        PathBuf::new()
+    });
+    let format = match s.input_format.as_deref() {
+        Some(f) => InputFormat::parse(f)
+            .map_err(|e| p.push(format!("input_format (--input-format): {e}")))
+            .ok(),
+        None if s.input.is_none() => None,
+        None => InputFormat::detect(&input).or_else(|| {
+            p.push(format!("input (--input) {}: cannot tell the format from the name; pass --input-format parquet|csv|jsonl|jsonl.gz", input.display()));
+            None
+        }),
+    };
+    (input, format)
+}
+
+fn validate_output(s: &SendSection, p: &mut Vec<String>) -> (PathBuf, PathBuf, Format) {
+    let out = s.out.clone().unwrap_or_else(|| {
+        p.push("out (--out) is required: the directory for the result log and report".into());
+        PathBuf::new()
+    });
+    let state_dir = s.state_dir.clone().unwrap_or_else(|| out.join("_state"));
+    let format = match s.format.as_deref() {
+        None | Some("parquet") => Format::Parquet,
+        Some("jsonl") => Format::Jsonl,
+        Some(f) => {
+            p.push(format!("format (--format) `{f}` must be parquet or jsonl"));
+            Format::Parquet
+        }
+    };
+    (out, state_dir, format)
 }
 
 fn validate_limits(s: &SendSection, p: &mut Vec<String>) -> Limits {

@@ -16,7 +16,7 @@ use super::Status;
 use super::config::Campaign;
 use super::input::InputReader;
 use super::message::Message;
-use super::plan::{PlanStats, Planner, SeenKeys};
+use super::plan::{PlanStats, Planned, Planner, SeenKeys};
 use super::render::{self, Request};
 use super::{ledger, plan};
 
@@ -148,6 +148,120 @@ impl Out {
     }
 }
 
+/// The state of a dry run.
+struct DryRun<'a> {
+    campaign: &'a Campaign,
+    out: Out,
+    conn: Option<Connection>,
+    stats: DryRunStats,
+    seen: SeenKeys,
+    batch: Vec<String>,
+    now_ms: i64,
+}
+
+impl DryRun<'_> {
+    /// One planned row: a line, and for broadcasts the batch when it is full.
+    fn row(&mut self, n: u64, p: Planned) -> Result<(), DryRunError> {
+        let stats = &mut self.stats;
+        stats.plan.input_rows = n;
+        let base = Line {
+            input_row: Some(n),
+            row_key: Some(&p.key),
+            ..EMPTY
+        };
+        if let Some(first) = self.seen.first_or_insert(&p.key, n) {
+            stats.plan.duplicates += 1;
+            let status = Some("duplicate".into());
+            return self.out.line(&Line {
+                status,
+                duplicate_of: Some(first),
+                ..base
+            });
+        }
+        let known = match &self.conn {
+            Some(c) => {
+                ledger::lookup(c, &self.campaign.id, &p.key).map_err(plan::PlanError::from)?
+            }
+            None => None,
+        };
+        if let Some((status, hash)) = known.filter(|(s, _)| *s != Status::Pending) {
+            let changed = hash != p.hash;
+            stats.plan.already_settled += 1;
+            stats.plan.changed += u64::from(changed);
+            let status = Some(format!("already_{status}"));
+            return self.out.line(&Line {
+                status,
+                changed: Some(changed),
+                ..base
+            });
+        }
+        if let Some(s) = &p.skip {
+            *stats.plan.skipped.entry(s.category.to_owned()).or_default() += 1;
+            let status = Some("skipped".into());
+            return self.out.line(&Line {
+                status,
+                reason: Some(s.category),
+                error: Some(&s.reason),
+                ..base
+            });
+        }
+        stats.plan.to_send += 1;
+        let status = Some("would_send".into());
+        match &p.request {
+            Some(r) => {
+                stats.requests += 1;
+                self.out.request(Line { status, ..base }, r)
+            }
+            None => {
+                let batch = Some(stats.requests + 1);
+                self.out.line(&Line {
+                    status,
+                    batch,
+                    ..base
+                })?;
+                self.batch.push(p.recipient.clone().unwrap_or_default());
+                self.flush_batch(false)
+            }
+        }
+    }
+
+    /// Writes the broadcast for the collected recipients once full (or at the end).
+    fn flush_batch(&mut self, last: bool) -> Result<(), DryRunError> {
+        let Message::Broadcast {
+            channel,
+            title,
+            content,
+            publish_at_ms,
+            batch_size,
+            ..
+        } = &self.campaign.message
+        else {
+            return Ok(());
+        };
+        if self.batch.is_empty() || (!last && self.batch.len() < *batch_size) {
+            return Ok(());
+        }
+        self.stats.requests += 1;
+        let at = publish_at_ms.unwrap_or(self.now_ms);
+        let r = render::broadcast(
+            &self.campaign.source,
+            channel,
+            title,
+            content,
+            at,
+            &self.batch,
+        );
+        let line = Line {
+            batch: Some(self.stats.requests),
+            rows: Some(self.batch.len()),
+            ..EMPTY
+        };
+        self.out.request(line, &r)?;
+        self.batch.clear();
+        Ok(())
+    }
+}
+
 /// Plans every row of `reader`, writes `dry-run.jsonl`, returns the counts.
 ///
 /// # Errors
@@ -167,129 +281,25 @@ pub fn run(
     std::fs::create_dir_all(&dir).map_err(io)?;
     let tmp = dir.join(".dry-run.jsonl.tmp");
     let file = std::fs::File::create(&tmp).map_err(io)?;
-    let mut out = Out {
-        w: BufWriter::with_capacity(1 << 20, file),
-        path: path.clone(),
+    let mut dr = DryRun {
+        campaign,
+        out: Out {
+            w: BufWriter::with_capacity(1 << 20, file),
+            path: path.clone(),
+        },
+        conn: open_ledger(&campaign.state_dir),
+        stats: DryRunStats {
+            file: path.clone(),
+            ..DryRunStats::default()
+        },
+        seen: SeenKeys::default(),
+        batch: Vec::new(),
+        now_ms,
     };
-    let conn = open_ledger(&campaign.state_dir);
-    let mut stats = DryRunStats {
-        file: path.clone(),
-        ..DryRunStats::default()
-    };
-    let mut seen = SeenKeys::default();
-    let mut batch: Vec<String> = Vec::new();
-    plan::for_each_planned(planner, reader, |n, _, p| -> Result<(), DryRunError> {
-        stats.plan.input_rows = n;
-        let base = Line {
-            input_row: Some(n),
-            row_key: Some(&p.key),
-            ..EMPTY
-        };
-        if let Some(first) = seen.first_or_insert(&p.key, n) {
-            stats.plan.duplicates += 1;
-            out.line(&Line {
-                status: Some("duplicate".into()),
-                duplicate_of: Some(first),
-                ..base
-            })?;
-            return Ok(());
-        }
-        let known = match &conn {
-            Some(c) => ledger::lookup(c, &campaign.id, &p.key).map_err(plan::PlanError::from)?,
-            None => None,
-        };
-        if let Some((status, hash)) = known.filter(|(s, _)| *s != Status::Pending) {
-            let changed = hash != p.hash;
-            stats.plan.already_settled += 1;
-            stats.plan.changed += u64::from(changed);
-            out.line(&Line {
-                status: Some(format!("already_{status}")),
-                changed: Some(changed),
-                ..base
-            })?;
-            return Ok(());
-        }
-        if let Some(s) = &p.skip {
-            *stats.plan.skipped.entry(s.category.to_owned()).or_default() += 1;
-            out.line(&Line {
-                status: Some("skipped".into()),
-                reason: Some(s.category),
-                error: Some(&s.reason),
-                ..base
-            })?;
-            return Ok(());
-        }
-        stats.plan.to_send += 1;
-        match &p.request {
-            Some(r) => {
-                stats.requests += 1;
-                out.request(
-                    Line {
-                        status: Some("would_send".into()),
-                        ..base
-                    },
-                    r,
-                )?;
-            }
-            None => {
-                out.line(&Line {
-                    status: Some("would_send".into()),
-                    batch: Some(stats.requests + 1),
-                    ..base
-                })?;
-                batch.push(p.recipient.clone().unwrap_or_default());
-                flush_batch(campaign, &mut batch, &mut stats, &mut out, now_ms, false)?;
-            }
-        }
-        Ok(())
-    })?;
-    flush_batch(campaign, &mut batch, &mut stats, &mut out, now_ms, true)?;
-    let file = out.w.into_inner().map_err(|e| io(e.into_error()))?;
+    plan::for_each_planned(planner, reader, |n, _, p| dr.row(n, p))?;
+    dr.flush_batch(true)?;
+    let file = dr.out.w.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
-    Ok(stats)
-}
-
-/// Writes the broadcast for the collected recipients once full (or at the end).
-fn flush_batch(
-    campaign: &Campaign,
-    batch: &mut Vec<String>,
-    stats: &mut DryRunStats,
-    out: &mut Out,
-    now_ms: i64,
-    last: bool,
-) -> Result<(), DryRunError> {
-    let Message::Broadcast {
-        channel,
-        title,
-        content,
-        publish_at_ms,
-        batch_size,
-        ..
-    } = &campaign.message
-    else {
-        return Ok(());
-    };
-    if batch.is_empty() || (!last && batch.len() < *batch_size) {
-        return Ok(());
-    }
-    stats.requests += 1;
-    let r = render::broadcast(
-        &campaign.source,
-        channel,
-        title,
-        content,
-        publish_at_ms.unwrap_or(now_ms),
-        batch,
-    );
-    out.request(
-        Line {
-            batch: Some(stats.requests),
-            rows: Some(batch.len()),
-            ..EMPTY
-        },
-        &r,
-    )?;
-    batch.clear();
-    Ok(())
+    Ok(dr.stats)
 }

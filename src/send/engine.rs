@@ -222,37 +222,12 @@ impl Engine<'_> {
             crash_point("send::after_response");
             drop(permit);
             match outcome {
-                Outcome::NotProcessed {
-                    retry_after,
-                    ref error,
-                    ..
-                } => {
-                    let error = error.clone();
-                    self.ledger.attempted(attempts.clone(), outcome, now_ms());
-                    match backoff.next() {
-                        Some(d) if !self.control.stopping() => {
-                            self.sender.note_retry();
-                            tokio::time::sleep(crate::engati::client::retry_delay(d, retry_after))
-                                .await;
-                            attempts = attempts
-                                .iter()
-                                .map(|a| Attempt {
-                                    attempt: a.attempt + 1,
-                                    ..a.clone()
-                                })
-                                .collect();
-                            first = false;
-                        }
-                        _ => {
-                            let tries = attempts.first().map_or(0, |a| a.attempt);
-                            let note = format!("not sent: {error} (attempt {tries})");
-                            self.ledger.release(attempts, note.clone());
-                            if !self.control.stopping() {
-                                self.control.stop(Stop::Unavailable(note));
-                            }
-                            return;
-                        }
+                Outcome::NotProcessed { .. } => {
+                    match self.again(attempts, outcome, backoff.next()).await {
+                        Some(next) => attempts = next,
+                        None => return,
                     }
+                    first = false;
                 }
                 Outcome::Auth { ref error, .. } => {
                     let error = error.clone();
@@ -261,10 +236,53 @@ impl Engine<'_> {
                     self.control.stop(Stop::Auth(error));
                     return;
                 }
-                _ => {
-                    self.record(&attempts, outcome);
-                    return;
+                _ => return self.record(&attempts, outcome),
+            }
+        }
+    }
+
+    /// After a certainly-unprocessed attempt: records it, then either waits for the next
+    /// attempt (`Retry-After` honoured, else the backoff `delay` with full jitter) and returns
+    /// its attempt numbers, or, retries exhausted or the run stopping, puts the rows back and
+    /// stops the run as unavailable.
+    async fn again(
+        &self,
+        attempts: Arc<[Attempt]>,
+        outcome: Outcome,
+        delay: Option<Duration>,
+    ) -> Option<Arc<[Attempt]>> {
+        let Outcome::NotProcessed {
+            retry_after,
+            ref error,
+            ..
+        } = outcome
+        else {
+            return None;
+        };
+        let error = error.clone();
+        self.ledger.attempted(attempts.clone(), outcome, now_ms());
+        match delay {
+            Some(d) if !self.control.stopping() => {
+                self.sender.note_retry();
+                tokio::time::sleep(crate::engati::client::retry_delay(d, retry_after)).await;
+                Some(
+                    attempts
+                        .iter()
+                        .map(|a| Attempt {
+                            attempt: a.attempt + 1,
+                            ..a.clone()
+                        })
+                        .collect(),
+                )
+            }
+            _ => {
+                let tries = attempts.first().map_or(0, |a| a.attempt);
+                let note = format!("not sent: {error} (attempt {tries})");
+                self.ledger.release(attempts, note.clone());
+                if !self.control.stopping() {
+                    self.control.stop(Stop::Unavailable(note));
                 }
+                None
             }
         }
     }

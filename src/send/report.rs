@@ -134,22 +134,7 @@ impl SendReport {
             self.command, self.campaign, self.outcome
         );
         if let Some(p) = &self.plan {
-            let skipped: u64 = p.skipped.values().sum();
-            let by: Vec<String> = p.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            let _ = writeln!(
-                s,
-                "  input     {} rows: {} to send, {skipped} skipped{}, {} duplicates, {} already settled ({} changed: reported, not re-sent)",
-                p.input_rows,
-                p.to_send,
-                if by.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", by.join(", "))
-                },
-                p.duplicates,
-                p.already_settled,
-                p.changed
-            );
+            let _ = writeln!(s, "  input     {}", plan_text(p));
         }
         if self.recovered_in_flight > 0 {
             let _ = writeln!(
@@ -165,17 +150,15 @@ impl SendReport {
             r.sent, r.failed, r.unknown
         );
         if let Some(rc) = &self.reconciliation {
+            let failed = if rc.errors > 0 {
+                format!(" ({} look-ups failed)", rc.errors)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
-                "  reconcile {} unknown checked in the conversation history: {} found (now sent), {} still unknown{}",
-                rc.checked,
-                rc.settled_sent,
-                rc.still_unknown,
-                if rc.errors > 0 {
-                    format!(" ({} look-ups failed)", rc.errors)
-                } else {
-                    String::new()
-                }
+                "  reconcile {} unknown checked in the conversation history: {} found (now sent), {} still unknown{failed}",
+                rc.checked, rc.settled_sent, rc.still_unknown
             );
         }
         let rows: Vec<String> = self
@@ -184,33 +167,13 @@ impl SendReport {
             .filter(|(_, n)| **n > 0)
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
-        let _ = writeln!(
-            s,
-            "  rows      {}",
-            if rows.is_empty() {
-                "none".into()
-            } else {
-                rows.join(" · ")
-            }
-        );
-        let q = &self.requests;
-        let mut detail: Vec<String> = q
-            .by_status
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-        if q.transport_errors > 0 {
-            detail.push(format!("no response: {}", q.transport_errors));
-        }
-        if q.retries > 0 {
-            detail.push(format!("{} were retries", q.retries));
-        }
-        let detail = if detail.is_empty() {
-            String::new()
+        let rows = if rows.is_empty() {
+            "none".into()
         } else {
-            format!(" ({})", detail.join(", "))
+            rows.join(" · ")
         };
-        let _ = writeln!(s, "  requests  {}{detail}", q.total);
+        let _ = writeln!(s, "  rows      {rows}");
+        let _ = writeln!(s, "  requests  {}", requests_text(&self.requests));
         let _ = writeln!(s, "  log       {}", self.result_log);
         list(&mut s, "failed", &self.failed_rows);
         list(&mut s, "unknown", &self.unknown_rows);
@@ -226,6 +189,39 @@ impl SendReport {
             let _ = writeln!(s, "  stopped   {e}");
         }
         s
+    }
+}
+
+fn plan_text(p: &PlanStats) -> String {
+    let skipped: u64 = p.skipped.values().sum();
+    let by: Vec<String> = p.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let by = if by.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", by.join(", "))
+    };
+    format!(
+        "{} rows: {} to send, {skipped} skipped{by}, {} duplicates, {} already settled ({} changed: reported, not re-sent)",
+        p.input_rows, p.to_send, p.duplicates, p.already_settled, p.changed
+    )
+}
+
+fn requests_text(q: &Requests) -> String {
+    let mut detail: Vec<String> = q
+        .by_status
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    if q.transport_errors > 0 {
+        detail.push(format!("no response: {}", q.transport_errors));
+    }
+    if q.retries > 0 {
+        detail.push(format!("{} were retries", q.retries));
+    }
+    if detail.is_empty() {
+        q.total.to_string()
+    } else {
+        format!("{} ({})", q.total, detail.join(", "))
     }
 }
 

@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
-use arrow_array::builder::{
-    BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+use arrow_array::{
+    ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
 };
-use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rusqlite::{Connection, params};
 
@@ -154,85 +154,68 @@ fn page(conn: &Connection, campaign: &str, after: i64) -> rusqlite::Result<Vec<R
     rows.collect()
 }
 
-fn to_batch(rows: &[Row], campaign: &str, kind: Kind, summary: &mut LogSummary) -> RecordBatch {
-    let n = rows.len();
-    let mut input_row = Int64Builder::with_capacity(n);
-    let (
-        mut camp,
-        mut kinds,
-        mut keys,
-        mut recipient,
-        mut status,
-        mut message_id,
-        mut error,
-        mut settled,
-    ) = (
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-    );
-    let (mut api_code, mut http, mut attempts, mut manual) = (
-        Int64Builder::new(),
-        Int32Builder::new(),
-        Int32Builder::new(),
-        Int32Builder::new(),
-    );
-    let ts = || TimestampMillisecondBuilder::new().with_timezone("UTC");
-    let (mut first, mut finished, mut changed) = (ts(), ts(), BooleanBuilder::new());
-    for r in rows {
-        let (st, err) = r.shown();
+/// Counts the rows per shown status and lists the failed and unknown ones.
+fn tally(rows: &[Row], shown: &[(String, Option<String>)], summary: &mut LogSummary) {
+    for (r, (st, err)) in rows.iter().zip(shown) {
         *summary.by_status.entry(st.clone()).or_default() += 1;
-        let listed = || Listed {
+        let list = match st.as_str() {
+            "failed" => &mut summary.failed,
+            "unknown" => &mut summary.unknown,
+            _ => continue,
+        };
+        list.push(Listed {
             row_key: r.key.clone(),
             recipient: r.recipient.clone(),
             http_status: r.http_status.map(|h| h as u16),
             api_code: r.api_code,
             error: err.clone(),
-        };
-        match st.as_str() {
-            "failed" => summary.failed.push(listed()),
-            "unknown" => summary.unknown.push(listed()),
-            _ => {}
-        }
-        input_row.append_value(r.input_row);
-        camp.append_value(campaign);
-        kinds.append_value(kind.as_str());
-        keys.append_value(&r.key);
-        recipient.append_option(r.recipient.as_deref());
-        status.append_value(&st);
-        api_code.append_option(r.api_code);
-        http.append_option(r.http_status);
-        message_id.append_option(r.message_id.as_deref());
-        attempts.append_value(r.attempts);
-        manual.append_value(r.manual_retries);
-        first.append_option(r.first_ms);
-        finished.append_option(r.finished_ms);
-        error.append_option(err.as_deref());
-        settled.append_option(r.settled_by.as_deref());
-        changed.append_value(r.changed);
+        });
     }
+}
+
+fn to_batch(rows: &[Row], campaign: &str, kind: Kind, summary: &mut LogSummary) -> RecordBatch {
+    let shown: Vec<(String, Option<String>)> = rows.iter().map(Row::shown).collect();
+    tally(rows, &shown, summary);
+    let text = |f: &dyn Fn(&Row) -> Option<&str>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(rows.iter().map(f)))
+    };
+    let int32 = |f: &dyn Fn(&Row) -> Option<i32>| -> ArrayRef {
+        Arc::new(Int32Array::from_iter(rows.iter().map(f)))
+    };
+    let ts = |f: &dyn Fn(&Row) -> Option<i64>| -> ArrayRef {
+        Arc::new(TimestampMillisecondArray::from_iter(rows.iter().map(f)).with_timezone("UTC"))
+    };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(input_row.finish()),
-        Arc::new(camp.finish()),
-        Arc::new(kinds.finish()),
-        Arc::new(keys.finish()),
-        Arc::new(recipient.finish()),
-        Arc::new(status.finish()),
-        Arc::new(api_code.finish()),
-        Arc::new(http.finish()),
-        Arc::new(message_id.finish()),
-        Arc::new(attempts.finish()),
-        Arc::new(manual.finish()),
-        Arc::new(first.finish()),
-        Arc::new(finished.finish()),
-        Arc::new(error.finish()),
-        Arc::new(settled.finish()),
-        Arc::new(changed.finish()),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.input_row),
+        )),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            campaign,
+            rows.len(),
+        ))),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            kind.as_str(),
+            rows.len(),
+        ))),
+        text(&|r| Some(r.key.as_str())),
+        text(&|r| r.recipient.as_deref()),
+        Arc::new(StringArray::from_iter_values(
+            shown.iter().map(|(s, _)| s.as_str()),
+        )),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.api_code))),
+        int32(&|r| r.http_status),
+        text(&|r| r.message_id.as_deref()),
+        int32(&|r| Some(r.attempts)),
+        int32(&|r| Some(r.manual_retries)),
+        ts(&|r| r.first_ms),
+        ts(&|r| r.finished_ms),
+        Arc::new(StringArray::from_iter(
+            shown.iter().map(|(_, e)| e.as_deref()),
+        )),
+        text(&|r| r.settled_by.as_deref()),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| Some(r.changed)),
+        )),
     ];
     RecordBatch::try_new(SCHEMA.clone(), columns).expect("columns match the schema")
 }
