@@ -284,12 +284,7 @@ fn setup_from_ledger(
                 message: format!("format (--format) `{f}` must be parquet or jsonl"),
             });
         }
-        None if config::log_dir(&out, &t.campaign)
-            .join("results.jsonl")
-            .exists() =>
-        {
-            Format::Jsonl
-        }
+        None if rec.log_format == "jsonl" => Format::Jsonl,
         None => Format::Parquet,
     };
     Ok(Setup {

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS send_campaigns(
   source TEXT NOT NULL,
   message TEXT NOT NULL,
   out_dir TEXT NOT NULL,
+  log_format TEXT NOT NULL,
   created_ms INTEGER NOT NULL,
   updated_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS send_rows(
@@ -127,6 +128,8 @@ pub struct CampaignRecord {
     pub message: String,
     /// Output directory of its last run.
     pub out_dir: String,
+    /// Result-log format of its last run (`parquet`, `jsonl`).
+    pub log_format: String,
 }
 
 /// The stored campaign, if any.
@@ -135,7 +138,7 @@ pub struct CampaignRecord {
 /// SQLite errors.
 pub fn campaign(conn: &Connection, id: &str) -> rusqlite::Result<Option<CampaignRecord>> {
     conn.query_row(
-        "SELECT kind, source, message, out_dir FROM send_campaigns WHERE campaign=?1",
+        "SELECT kind, source, message, out_dir, log_format FROM send_campaigns WHERE campaign=?1",
         [id],
         |r| {
             Ok(CampaignRecord {
@@ -143,6 +146,7 @@ pub fn campaign(conn: &Connection, id: &str) -> rusqlite::Result<Option<Campaign
                 source: r.get(1)?,
                 message: r.get(2)?,
                 out_dir: r.get(3)?,
+                log_format: r.get(4)?,
             })
         },
     )
@@ -160,11 +164,11 @@ pub fn put_campaign(
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO send_campaigns(campaign, kind, source, message, out_dir, created_ms, updated_ms)
-         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6)
+        "INSERT INTO send_campaigns(campaign, kind, source, message, out_dir, log_format, created_ms, updated_ms)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
          ON CONFLICT(campaign) DO UPDATE SET source=excluded.source, message=excluded.message,
-           out_dir=excluded.out_dir, updated_ms=excluded.updated_ms",
-        params![id, rec.kind, rec.source, rec.message, rec.out_dir, now_ms],
+           out_dir=excluded.out_dir, log_format=excluded.log_format, updated_ms=excluded.updated_ms",
+        params![id, rec.kind, rec.source, rec.message, rec.out_dir, rec.log_format, now_ms],
     )
     .map(|_| ())
 }

@@ -127,6 +127,18 @@ pub struct ReconcileStats {
     pub errors: u64,
 }
 
+impl ReconcileStats {
+    /// Two reconciliations of one run added up (`send retry` reconciles before and after).
+    pub fn plus(self, o: ReconcileStats) -> ReconcileStats {
+        ReconcileStats {
+            checked: self.checked + o.checked,
+            settled_sent: self.settled_sent + o.settled_sent,
+            still_unknown: o.still_unknown,
+            errors: self.errors + o.errors,
+        }
+    }
+}
+
 /// Looks for `row`'s send in the history: `Ok(Some(time))` when found.
 async fn find(
     client: &Client,

@@ -123,6 +123,9 @@ fn register(store: &mut StateStore, c: &Campaign) -> Result<(), Failure> {
         source: serde_json::to_string(&c.source).expect("serializable"),
         message: serde_json::to_string(&c.message).expect("serializable"),
         out_dir: c.out.display().to_string(),
+        log_format: results::file_name(c.format)
+            .trim_start_matches("results.")
+            .to_owned(),
     };
     ledger::put_campaign(conn, &c.id, &rec, now_ms()).map_err(sql)
 }
@@ -198,7 +201,8 @@ pub async fn campaign(
 }
 
 /// `send retry`: sends the campaign's rows in `status` again (`unknown` or `failed`), each a
-/// second, audited attempt.
+/// second, audited attempt. Unknown rows are first looked up in the conversation history:
+/// those found there are settled as `sent`, not sent again.
 ///
 /// # Errors
 /// A [`Failure`] before sending started.
@@ -210,7 +214,11 @@ pub async fn retry(
     control: &Control,
 ) -> Result<SendReport, Failure> {
     let (started, started_ms) = (Instant::now(), now_ms());
-    let report = new_report(setup, &format!("send retry --status {status}"), started_ms);
+    let mut report = new_report(setup, &format!("send retry --status {status}"), started_ms);
+    if status == Status::Unknown {
+        // What the history already shows as delivered is settled, not sent a second time.
+        report.reconciliation = reconcile_unknown(&mut store, setup, key).await?;
+    }
     let n = ledger::counts(store.connection(), &setup.id).map_err(|e| fail(6, e))?;
     control.counters.total.store(
         n.get(status.as_str()).copied().unwrap_or(0),
@@ -330,7 +338,11 @@ async fn finish(
         None | Some(Stop::Breaker(super::breaker::Trip::Refused { .. }))
     );
     if reconcile_now && report.unknown_before_reconcile > 0 {
-        report.reconciliation = reconcile_unknown(&mut store, setup, key).await?;
+        let now = reconcile_unknown(&mut store, setup, key).await?;
+        report.reconciliation = match (report.reconciliation, now) {
+            (Some(before), Some(now)) => Some(before.plus(now)),
+            (before, now) => now.or(before),
+        };
     }
     report.requests = Requests::from_stats(&sender.stats);
     write_outputs(&mut store, setup, stop, &mut report, started)?;

@@ -251,23 +251,19 @@ fn apply_group(
 }
 
 fn answer(group: Vec<Cmd>, result: Result<Fetched, LedgerError>) {
-    let mut fetched = match &result {
-        Ok(f) => f.clone().into_iter(),
-        Err(_) => Vec::new().into_iter(),
+    let (done, fetched): (Result<(), LedgerError>, Fetched) = match result {
+        Ok(f) => (Ok(()), f),
+        Err(e) => (Err(e), Vec::new()),
     };
+    let mut fetched = fetched.into_iter();
     for cmd in group {
         let rows = fetched.next().flatten();
         match cmd {
             Cmd::Fetch { reply, .. } => {
-                let _ = reply.send(
-                    result
-                        .as_ref()
-                        .map(|_| rows.unwrap_or_default())
-                        .map_err(Clone::clone),
-                );
+                let _ = reply.send(done.clone().map(|()| rows.unwrap_or_default()));
             }
             Cmd::Begin { reply, .. } | Cmd::Flush { reply } => {
-                let _ = reply.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+                let _ = reply.send(done.clone());
             }
             Cmd::Attempted { .. } | Cmd::Finish { .. } | Cmd::Release { .. } => {}
         }

@@ -87,3 +87,48 @@ async fn killed_at_seeded_points_a_campaign_never_sends_a_row_twice() {
     assert_eq!(rows[11]["manual_retries"], 1);
     assert_eq!(rows[11]["attempts"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_unknown_rows_first_settles_those_the_history_shows() {
+    let sb = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let input = people(dir.path(), 8, |_, _| {});
+    let a = with(template(&sb, &input, "rt", &out), &["--concurrency", "1"]);
+    let key = sb.ids.api_key.clone();
+    crash_at(&a, &key, "send::after_response=2*off->return").await;
+    assert_eq!(sb.sends_count(), 3, "the third answer was lost");
+    let retry = args(&[
+        "send",
+        "retry",
+        "--campaign",
+        "rt",
+        "--out",
+        out.to_str().unwrap(),
+        "--status",
+        "unknown",
+        "--base-url",
+        &sb.base_url,
+        "--quiet",
+    ]);
+    let o = run(&retry, Some(&key)).await;
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "rows 4-8 are still pending: {}",
+        text(&o)
+    );
+    assert_eq!(
+        sb.sends_count(),
+        3,
+        "the row found in the history is not sent again"
+    );
+    let rows = results(&out, "rt");
+    assert_eq!(rows[2]["status"], "sent");
+    assert_eq!(rows[2]["settled_by"], "reconciliation");
+    assert_eq!(send_report(&out)["reconciliation"]["settled_sent"], 1);
+    let o = run(&a, Some(&key)).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_matches_sandbox(&results(&out, "rt"), &sb, true, "after retry and re-run");
+    assert_eq!(sb.sends_count(), 8);
+}
