@@ -228,7 +228,7 @@ pub struct BroadcastArgs {
 /// `send run` flags.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// The pipeline file with a [send] section (pipelines/send-demo.toml).
+    /// The pipeline file with a `[send]` section (pipelines/send-demo.toml).
     #[arg(value_name = "PIPELINE.toml")]
     pub pipeline: PathBuf,
     #[command(flatten)]

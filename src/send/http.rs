@@ -3,7 +3,7 @@
 //! same token bucket as the export client) and concurrency limit, one attempt at a time.
 //!
 //! Retrying is the engine's business, not this module's: an attempt returns its
-//! [`Outcome`](super::classify::Outcome) and the engine decides (only `NotProcessed` is ever
+//! `Outcome` (`classify`) and the engine decides (only `NotProcessed` is ever
 //! sent again, and only after `in_flight` was recorded again).
 
 use std::collections::BTreeMap;
