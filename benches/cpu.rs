@@ -14,7 +14,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use engati_etl::engati::wire::{WireMessage, parse_conversations_page};
-use engati_etl::normalize::{PageNormalizer, Window};
+use engati_etl::model::Window;
+use engati_etl::normalize::PageNormalizer;
 use engati_etl::sandbox::dataset::{DataConfig, Dataset};
 use engati_etl::sandbox::render_page;
 use engati_etl::schema::{MessageBatchBuilder, RowContext, messages_schema};

@@ -13,7 +13,8 @@
 
 use std::time::Instant;
 
-use engati_etl::state::{CommitPlan, StateStore, StoredUser, WatermarkMove};
+use engati_etl::model::{ExportedUser, User};
+use engati_etl::state::{CommitPlan, StateStore, WatermarkMove};
 
 const DAY: i64 = 86_400_000;
 
@@ -92,19 +93,21 @@ fn main() {
         resume.push(t.elapsed().as_secs_f64());
         assert_eq!(units.len(), n.div_ceil(5000));
 
-        let rows: Vec<StoredUser> = users
+        let rows: Vec<ExportedUser> = users
             .iter()
-            .map(|u| StoredUser {
-                user: u.clone(),
-                channel: Some("whatsapp".into()),
-                user_name: Some("Asha".into()),
-                attributes: vec![
-                    ("feedback".into(), "1".into()),
-                    ("segment".into(), "vip".into()),
-                ],
-                matched_filters: vec!["feedback=1".into()],
+            .map(|u| ExportedUser {
+                user: User {
+                    channel_user_id: u.clone(),
+                    channel: Some("whatsapp".into()),
+                    user_name: Some("Asha".into()),
+                    attributes: vec![
+                        ("feedback".into(), "1".into()),
+                        ("segment".into(), "vip".into()),
+                    ],
+                    matched_filters: vec!["feedback=1".into()],
+                },
                 run_id: "night-2".into(),
-                extracted_ms: 0,
+                extracted_at_ms: 0,
             })
             .collect();
         let t = Instant::now();

@@ -1,21 +1,24 @@
 //! Command-line interface (clap derive). Doc comments here are the `--help` text.
 //!
-//! Flags that have an environment variable read it when the flag is absent, so precedence is
-//! flags > environment > pipeline file > defaults. The API key is never a flag: it comes from
-//! `ENGATI_API_KEY` or `--api-key-file`.
+//! The source, range and output flags are the pipeline file's sections themselves
+//! (`config::{SourceSection, RangeSection, SinkSection}`), flattened here, so a setting is
+//! declared once. Flags that have an environment variable read it when the flag is absent, so
+//! precedence is flags > environment > pipeline file > defaults. The API key is never a flag:
+//! it comes from `ENGATI_API_KEY` or `--api-key-file`.
 
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::config::Overrides;
+use crate::config::{RangeSection, SinkSection, SourceSection};
 
-/// Export Engati chatbot conversations to Parquet or JSONL.
+/// Export Engati chatbot conversations to Parquet, JSONL or a CRM.
 ///
 /// Lists a bot's users by attribute, pages through each user's conversations in date windows
-/// with bounded concurrency, normalizes the messages and writes them atomically. Exit codes:
-/// 0 success, 1 completed with rejected records, 2 usage or config error, 3 authentication,
-/// 4 request rejected by the API, 5 source unavailable, 6 output failure, 130 interrupted.
+/// with bounded concurrency, normalizes the messages and writes them atomically, exactly once,
+/// resumably. Exit codes: 0 success, 1 completed with rejected records, 2 usage or config
+/// error, 3 authentication, 4 request rejected by the API, 5 source unavailable, 6 output
+/// failure, 130 interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "engati-etl", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
@@ -23,28 +26,74 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Cmd,
     /// More logs on stderr: -v info, -vv debug (RUST_LOG works too).
-    #[arg(short, long, global = true, action = ArgAction::Count)]
+    #[arg(short, long, global = true, action = ArgAction::Count, help_heading = "Global")]
     pub verbose: u8,
     /// No progress bar and no summary on stderr (errors are still printed).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global")]
     pub quiet: bool,
+    /// When stderr is not a terminal: a progress line every SECS seconds (0 = none).
+    #[arg(long, global = true, value_name = "SECS", help_heading = "Global",
+          default_value_t = crate::progress::DEFAULT_HEARTBEAT_SECS)]
+    pub heartbeat_secs: u64,
+    /// Test hooks (feature `fault-injection` only).
+    #[cfg(feature = "fault-injection")]
+    #[command(flatten)]
+    pub hooks: TestHooks,
+}
+
+/// Hidden test flags that arm failpoints (feature `fault-injection`; see `hooks`).
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Default, Args)]
+pub struct TestHooks {
+    /// Abort after the N-th journaled commit, before its renames.
+    #[arg(long, value_name = "N", hide = true, global = true)]
+    pub crash_after_journal: Option<u64>,
+    /// Abort after the N-th CRM write batch, before the ledger records it.
+    #[arg(long, value_name = "N", hide = true, global = true)]
+    pub crash_after_crm_writes: Option<u64>,
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Ad hoc export, everything given as flags; no pipeline watermarks are touched.
+    #[command(after_help = "Examples:
+  export ENGATI_API_KEY=...   # or --api-key-file PATH
+  engati-etl export --provider engati --customer-id 61179 --bot-key bb67e0773bed4c7e \\
+      --attribute feedback=1 --since 2026-11-01 --until today --format parquet --out out/feedback
+  engati-etl export ... --format jsonl --out - | jq .text
+  engati-etl export ... --format crm --crm hubspot --dry-run
+
+Dates: 2026-01-31 (UTC midnight), 2026-01-31T05:30:00+05:30, now, today, yesterday, tomorrow,
+today-7d. The range is [since, until) in UTC.")]
     Export(ExportArgs),
     /// Run a pipeline file (flags override the file).
+    #[command(after_help = "Examples:
+  engati-etl run pipelines/demo.toml                  # the embedded sandbox, no key needed
+  engati-etl run pipelines/nightly.toml --quiet       # incremental, from each user's watermark
+  engati-etl run pipelines/adhoc.toml --since 2026-10-01 --until 2026-11-01")]
     Run(RunArgs),
     /// List the users that match the attribute filters, as JSONL or CSV on stdout.
+    #[command(after_help = "Examples:
+  engati-etl users --pipeline pipelines/nightly.toml --format csv > users.csv
+  engati-etl users --provider engati --customer-id 61179 --bot-key bb67e0773bed4c7e --attribute opt1=yes")]
     Users(UsersArgs),
     /// Run the Engati-compatible sandbox server and print its base URL, ids and key.
+    #[command(after_help = "Example:
+  engati-etl sandbox --port 8088 > sandbox.env &
+  set -a; . ./sandbox.env; set +a
+  engati-etl export --provider custom --attribute opt1=yes --since 2026-08-01 --until 2026-09-01 \\
+      --format parquet --out out/sandbox")]
     Sandbox(SandboxArgs),
     /// Check a pipeline file, then make one cheap authenticated call.
+    #[command(after_help = "Examples:
+  engati-etl validate pipelines/nightly.toml
+  engati-etl validate pipelines/nightly.toml --offline   # the file only, no request")]
     Validate(ValidateArgs),
     /// Export a closed historical range with a pipeline's settings, in its own resumable
     /// state namespace (nightly watermarks are not moved).
+    #[command(after_help = "Example:
+  engati-etl backfill pipelines/nightly.toml --from 2025-01-01 --to 2026-01-01 --window 1d")]
     Backfill(BackfillArgs),
     /// Show or reset a pipeline's state (watermarks, runs, files).
     #[command(subcommand)]
@@ -58,9 +107,15 @@ pub enum Cmd {
 /// `state` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum StateCmd {
-    /// Watermarks, recent runs with counts and outcome, files.
+    /// Watermarks, recent runs with counts and outcome, files (works while a run is going).
+    #[command(after_help = "Examples:
+  engati-etl state show pipelines/nightly.toml
+  engati-etl state show --out out/feedback --user 919565428256 --json")]
     Show(StateShowArgs),
     /// Move incremental watermarks back (re-export from there next run; no duplicates).
+    #[command(after_help = "Examples:
+  engati-etl state reset pipelines/nightly.toml --user 919565428256
+  engati-etl state reset pipelines/nightly.toml --to 2026-10-01")]
     Reset(StateResetArgs),
 }
 
@@ -119,131 +174,20 @@ pub struct BackfillArgs {
     #[arg(value_name = "PIPELINE.toml")]
     pub pipeline: PathBuf,
     /// Range start (inclusive), a UTC date or RFC 3339 timestamp.
-    #[arg(long, value_name = "DATE")]
+    #[arg(long, value_name = "DATE", help_heading = "Range")]
     pub from: String,
     /// Range end (exclusive).
-    #[arg(long, value_name = "DATE")]
+    #[arg(long, value_name = "DATE", help_heading = "Range")]
     pub to: String,
     /// Window length [default: the pipeline's, else 1d].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help_heading = "Range")]
     pub window: Option<String>,
     #[command(flatten)]
     /// Source overrides.
-    pub source: SourceArgs,
+    pub source: SourceSection,
     #[command(flatten)]
-    /// Sink overrides.
-    pub sink: SinkArgs,
-}
-
-/// Source flags (the Engati tenant, users, request limits).
-#[derive(Debug, Clone, Default, Args)]
-pub struct SourceArgs {
-    /// engati | engati-com | alertspanel | floatchat | technowiz | custom.
-    #[arg(long, value_name = "PROVIDER", env = "ENGATI_PROVIDER")]
-    pub provider: Option<String>,
-    /// API base URL (required for technowiz and custom; overrides a provider's preset).
-    #[arg(long, value_name = "URL", env = "ENGATI_BASE_URL")]
-    pub base_url: Option<String>,
-    /// Numeric customer id (Integrations > Engati API).
-    #[arg(long, value_name = "ID", env = "ENGATI_CUSTOMER_ID")]
-    pub customer_id: Option<String>,
-    /// Bot key (16 hex characters).
-    #[arg(long, value_name = "KEY", env = "ENGATI_BOT_KEY")]
-    pub bot_key: Option<String>,
-    /// Read the API key from this file instead of ENGATI_API_KEY.
-    #[arg(long, value_name = "PATH", env = "ENGATI_API_KEY_FILE")]
-    pub api_key_file: Option<PathBuf>,
-    /// Users whose attribute NAME equals VALUE; repeat for a union.
-    #[arg(long = "attribute", value_name = "NAME=VALUE")]
-    pub attributes: Vec<String>,
-    /// A text/CSV file of channel-user ids (skips the Users API).
-    #[arg(long, value_name = "PATH")]
-    pub users_file: Option<PathBuf>,
-    /// Messages per request, 1..=500 [default: 500].
-    #[arg(long, value_name = "N")]
-    pub page_size: Option<u32>,
-    /// Requests in flight at most [default: 16].
-    #[arg(long, value_name = "N", env = "ENGATI_ETL_CONCURRENCY")]
-    pub concurrency: Option<usize>,
-    /// Requests per second at most, all tasks together [default: 50].
-    #[arg(long, value_name = "N", env = "ENGATI_ETL_MAX_RPS")]
-    pub max_rps: Option<u32>,
-    /// Request timeout in seconds [default: 30].
-    #[arg(long, value_name = "SECS")]
-    pub timeout_secs: Option<u64>,
-    /// Retries per request on 429/5xx/timeouts/truncated bodies [default: 8].
-    #[arg(long, value_name = "N")]
-    pub max_retries: Option<usize>,
-}
-
-/// Range flags.
-#[derive(Debug, Clone, Default, Args)]
-pub struct RangeArgs {
-    /// Start (inclusive): 2026-01-31 (UTC midnight), an RFC 3339 timestamp, today, yesterday, today-7d.
-    #[arg(long, value_name = "DATE")]
-    pub since: Option<String>,
-    /// End (exclusive), same forms.
-    #[arg(long, value_name = "DATE")]
-    pub until: Option<String>,
-    /// Window length per request range: 1d, 6h, 30m [default: 1d].
-    #[arg(long, value_name = "DURATION")]
-    pub window: Option<String>,
-}
-
-/// Sink flags.
-#[derive(Debug, Clone, Default, Args)]
-pub struct SinkArgs {
-    /// parquet or jsonl (export: required; run: default parquet).
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<String>,
-    /// Output directory, or - for JSONL on stdout.
-    #[arg(long, value_name = "DIR", env = "ENGATI_ETL_OUT")]
-    pub out: Option<PathBuf>,
-    /// Gzip JSONL files (.jsonl.gz).
-    #[arg(long, overrides_with = "no_gzip")]
-    pub gzip: bool,
-    /// Do not gzip JSONL files.
-    #[arg(long, overrides_with = "gzip")]
-    pub no_gzip: bool,
-    /// State directory [default: OUT/_state].
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Users per window committed together (the unit of resume) [default: 5000].
-    #[arg(long, value_name = "N")]
-    pub checkpoint_users: Option<usize>,
-    /// Rotate output files at this many bytes [default: 134217728].
-    #[arg(long, value_name = "BYTES")]
-    pub target_file_bytes: Option<u64>,
-    /// Parquet row-group size in bytes [default: 4194304].
-    #[arg(long, value_name = "BYTES")]
-    pub row_group_bytes: Option<usize>,
-    /// zstd level for Parquet, 1..=22 [default: 3].
-    #[arg(long, value_name = "N")]
-    pub zstd_level: Option<i32>,
-    /// Testing only: abort after the N-th journaled commit, before its renames.
-    #[arg(long, value_name = "N", hide = true)]
-    pub crash_after_journal: Option<u64>,
-    /// With --format crm: hubspot or bottlecrm.
-    #[arg(long, value_name = "CRM")]
-    pub crm: Option<String>,
-    /// CRM base URL (HubSpot default https://api.hubapi.com; required for BottleCRM).
-    #[arg(long, value_name = "URL")]
-    pub crm_base_url: Option<String>,
-    /// Read the CRM token from this file (else HUBSPOT_ACCESS_TOKEN / BOTTLECRM_TOKEN).
-    #[arg(long, value_name = "PATH")]
-    pub crm_token_file: Option<PathBuf>,
-    /// Inactivity that starts a new conversation session [default: 30m].
-    #[arg(long, value_name = "DURATION")]
-    pub session_gap: Option<String>,
-    /// create (default) or skip users whose contact is not in the CRM.
-    #[arg(long, value_name = "POLICY")]
-    pub contact_policy: Option<String>,
-    /// Print the planned CRM operations as JSONL on stdout; send nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Testing only: abort after the N-th CRM write batch, before the ledger records it.
-    #[arg(long, value_name = "N", hide = true)]
-    pub crash_after_crm_writes: Option<u64>,
+    /// Output overrides.
+    pub sink: SinkSection,
 }
 
 /// `export` flags.
@@ -251,13 +195,13 @@ pub struct SinkArgs {
 pub struct ExportArgs {
     #[command(flatten)]
     /// Source.
-    pub source: SourceArgs,
+    pub source: SourceSection,
     #[command(flatten)]
     /// Range.
-    pub range: RangeArgs,
+    pub range: RangeSection,
     #[command(flatten)]
-    /// Sink.
-    pub sink: SinkArgs,
+    /// Output.
+    pub sink: SinkSection,
 }
 
 /// `run` flags.
@@ -268,13 +212,22 @@ pub struct RunArgs {
     pub pipeline: PathBuf,
     #[command(flatten)]
     /// Source overrides.
-    pub source: SourceArgs,
+    pub source: SourceSection,
     #[command(flatten)]
     /// Range overrides.
-    pub range: RangeArgs,
+    pub range: RangeSection,
     #[command(flatten)]
-    /// Sink overrides.
-    pub sink: SinkArgs,
+    /// Output overrides.
+    pub sink: SinkSection,
+}
+
+/// `users` output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UsersFormat {
+    /// One JSON object a line.
+    Jsonl,
+    /// A header row, then one row a user.
+    Csv,
 }
 
 /// `users` flags.
@@ -285,10 +238,11 @@ pub struct UsersArgs {
     pub pipeline: Option<PathBuf>,
     #[command(flatten)]
     /// Source.
-    pub source: SourceArgs,
-    /// Output format on stdout: jsonl or csv.
-    #[arg(long, value_name = "FORMAT", default_value = "jsonl")]
-    pub format: String,
+    pub source: SourceSection,
+    /// Output format on stdout.
+    #[arg(long, value_name = "FORMAT", default_value = "jsonl",
+          value_parser = crate::config::values::EnumParser::<UsersFormat>::new("--format"))]
+    pub format: UsersFormat,
 }
 
 /// `validate` flags.
@@ -302,13 +256,13 @@ pub struct ValidateArgs {
     pub offline: bool,
     #[command(flatten)]
     /// Source overrides.
-    pub source: SourceArgs,
+    pub source: SourceSection,
     #[command(flatten)]
     /// Range overrides.
-    pub range: RangeArgs,
+    pub range: RangeSection,
     #[command(flatten)]
-    /// Sink overrides.
-    pub sink: SinkArgs,
+    /// Output overrides.
+    pub sink: SinkSection,
 }
 
 /// `sandbox` flags.
@@ -400,61 +354,6 @@ pub struct SandboxArgs {
     pub send_stall_after_rate: f64,
 }
 
-impl SourceArgs {
-    fn apply(&self, o: &mut Overrides) {
-        o.provider.clone_from(&self.provider);
-        o.base_url.clone_from(&self.base_url);
-        o.customer_id.clone_from(&self.customer_id);
-        o.bot_key.clone_from(&self.bot_key);
-        o.api_key_file.clone_from(&self.api_key_file);
-        o.attributes.clone_from(&self.attributes);
-        o.users_file.clone_from(&self.users_file);
-        o.page_size = self.page_size;
-        o.concurrency = self.concurrency;
-        o.max_rps = self.max_rps;
-        o.timeout_secs = self.timeout_secs;
-        o.max_retries = self.max_retries;
-    }
-}
-
-/// Collects flag values into [`Overrides`].
-pub fn overrides(
-    source: &SourceArgs,
-    range: Option<&RangeArgs>,
-    sink: Option<&SinkArgs>,
-) -> Overrides {
-    let mut o = Overrides::default();
-    source.apply(&mut o);
-    if let Some(r) = range {
-        o.since.clone_from(&r.since);
-        o.until.clone_from(&r.until);
-        o.window.clone_from(&r.window);
-    }
-    if let Some(k) = sink {
-        o.format.clone_from(&k.format);
-        o.out.clone_from(&k.out);
-        o.gzip = match (k.gzip, k.no_gzip) {
-            (true, _) => Some(true),
-            (_, true) => Some(false),
-            _ => None,
-        };
-        o.state_dir.clone_from(&k.state_dir);
-        o.checkpoint_users = k.checkpoint_users;
-        o.target_file_bytes = k.target_file_bytes;
-        o.row_group_bytes = k.row_group_bytes;
-        o.zstd_level = k.zstd_level;
-        o.crash_after_journal = k.crash_after_journal;
-        o.crm.clone_from(&k.crm);
-        o.crm_base_url.clone_from(&k.crm_base_url);
-        o.crm_token_file.clone_from(&k.crm_token_file);
-        o.session_gap.clone_from(&k.session_gap);
-        o.contact_policy.clone_from(&k.contact_policy);
-        o.dry_run = k.dry_run.then_some(true);
-        o.crash_after_crm_writes = k.crash_after_crm_writes;
-    }
-    o
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,10 +394,33 @@ mod tests {
         let Cmd::Export(a) = cli.command else {
             panic!("export")
         };
-        let o = overrides(&a.source, Some(&a.range), Some(&a.sink));
-        assert_eq!(o.attributes, vec!["feedback=1", "feedback=2"]);
-        assert_eq!(o.out, Some(PathBuf::from("out/x")));
-        assert_eq!(o.gzip, None);
+        assert_eq!(
+            a.source.attributes,
+            Some(vec!["feedback=1".to_string(), "feedback=2".to_string()])
+        );
+        assert_eq!(a.sink.out, Some(PathBuf::from("out/x")));
+        assert_eq!(a.sink.gzip, None);
+        assert_eq!(a.sink.dry_run, Some(false));
+    }
+
+    #[test]
+    fn gzip_flags_override_each_other() {
+        let parse = |flags: &[&str]| {
+            let mut args = vec!["engati-etl", "export"];
+            args.extend_from_slice(flags);
+            let Cmd::Export(a) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("export")
+            };
+            let merged = SinkSection {
+                gzip: Some(true),
+                ..Default::default()
+            };
+            crate::config::Merge::merge(merged, a.sink).gzip
+        };
+        assert_eq!(parse(&["--gzip"]), Some(true));
+        assert_eq!(parse(&["--no-gzip"]), Some(false));
+        assert_eq!(parse(&["--gzip", "--no-gzip"]), Some(false));
+        assert_eq!(parse(&[]), Some(true), "the file's value stays");
     }
 
     #[test]

@@ -18,9 +18,9 @@
 //! [`engati`] (everything that knows the API), [`plan`], [`normalize`], [`schema`] (the output
 //! columns), [`sink`], [`state`], [`report`], [`progress`], [`sandbox`] (an Engati-compatible
 //! server and a HubSpot emulator for the demo, tests and benchmarks), [`secret`], [`time`],
-//! and [`send`] (the write side: templates, broadcasts and API triggers from a table, never
-//! twice).
-//! The API contract is `engati-api.md`; the README documents flags, schema, guarantees and
+//! [`storage`] (object stores), and [`send`] (the write side: templates, broadcasts and API
+//! triggers from a table, never twice).
+//! The API contract is `docs/engati-api.md`; the README documents flags, schema, guarantees and
 //! exit codes.
 
 #![warn(missing_docs)]
@@ -29,15 +29,20 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod engati;
+pub mod error;
+pub mod hooks;
+pub mod model;
 pub mod normalize;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod retry;
 pub mod sandbox;
 pub mod schema;
 pub mod secret;
 pub mod send;
 pub mod sink;
 pub mod state;
+pub mod storage;
 pub mod time;

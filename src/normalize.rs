@@ -2,7 +2,7 @@
 //!
 //! [`PageNormalizer`] turns one Conversations page (raw JSON of each message) into rows of the
 //! `messages` table for one (user, window) cell, appending them to a reused
-//! [`MessageBatchBuilder`]. Rules (engati-api.md, "Conversations API"; README "Output schema"):
+//! [`MessageBatchBuilder`]. Rules (docs/engati-api.md, "Conversations API"; README "Output schema"):
 //! - `sent_at` is parsed from every documented timestamp form; a message whose timestamp cannot
 //!   be read is a reject (dead-letter) with the reason, never a silent drop;
 //! - messages outside the cell's half-open window `[start, end)` are skipped and counted: the
@@ -21,28 +21,8 @@ use serde::Deserialize;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128, xxh3_128_with_seed};
 
 use crate::engati::wire::{Text, WireMessage, parse_timestamp, raw_as_text};
+use crate::model::Window;
 use crate::schema::{MessageBatchBuilder, MessageRow, RowContext};
-
-/// Half-open time window `[start_ms, end_ms)`, ms since epoch UTC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Window {
-    /// Inclusive start.
-    pub start_ms: i64,
-    /// Exclusive end.
-    pub end_ms: i64,
-}
-
-impl Window {
-    /// True when `t` is inside `[start, end)`.
-    pub fn contains(&self, t: i64) -> bool {
-        self.start_ms <= t && t < self.end_ms
-    }
-
-    /// True when the two windows share at least one millisecond.
-    pub fn overlaps(&self, other: &Window) -> bool {
-        self.start_ms < other.end_ms && other.start_ms < self.end_ms
-    }
-}
 
 /// A message that could not be normalized: goes to the dead-letter file with its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +55,8 @@ pub struct PageNormalizer<'a> {
     window: Window,
     occurrences: Occurrences,
     id_buf: String,
+    /// Messages of the cell seen so far, across pages: the next message's `position`.
+    seen: u32,
 }
 
 impl<'a> PageNormalizer<'a> {
@@ -92,6 +74,7 @@ impl<'a> PageNormalizer<'a> {
             window,
             occurrences: Occurrences::default(),
             id_buf: String::with_capacity(32),
+            seen: 0,
         }
     }
 
@@ -109,7 +92,9 @@ impl<'a> PageNormalizer<'a> {
         let mut counts = PageCounts::default();
         for span in spans {
             let raw = &body[span.clone()];
-            match self.message(raw, out) {
+            let position = self.seen;
+            self.seen = self.seen.saturating_add(1);
+            match self.message(raw, position, out) {
                 Ok(true) => counts.rows += 1,
                 Ok(false) => counts.out_of_window += 1,
                 Err(reason) => {
@@ -125,8 +110,14 @@ impl<'a> PageNormalizer<'a> {
         counts
     }
 
-    /// One message: `Ok(true)` appended, `Ok(false)` outside the window, `Err(reason)` reject.
-    fn message(&mut self, raw: &str, out: &mut MessageBatchBuilder) -> Result<bool, String> {
+    /// One message, the `position`-th of its cell: `Ok(true)` appended, `Ok(false)` outside
+    /// the window, `Err(reason)` reject.
+    fn message(
+        &mut self,
+        raw: &str,
+        position: u32,
+        out: &mut MessageBatchBuilder,
+    ) -> Result<bool, String> {
         let m = WireMessage::parse(raw)
             .map_err(|e| format!("message is not a readable object: {e}"))?;
         let sent_at = parse_timestamp(m.timestamp).map_err(|e| e.to_string())?;
@@ -164,6 +155,7 @@ impl<'a> PageNormalizer<'a> {
             message_id: &self.id_buf,
             user_id: m.user_id.as_ref().map(Text::as_str),
             sent_at_ms: sent_at,
+            position,
             sender,
             direction: direction(sender, kind),
             message_type: kind,
@@ -270,7 +262,7 @@ type Occurrences = HashMap<u128, u32, std::hash::BuildHasherDefault<PassThrough>
 
 /// `inbound` (from the end user), `outbound` (bot or human agent), or `event` (status
 /// messages such as AGENT_PARTICIPATION_STATUS). Unknown senders count as inbound, the reading
-/// production clients of the API use (engati-api.md: only `"bot"` is known to be outbound).
+/// production clients of the API use (docs/engati-api.md: only `"bot"` is known to be outbound).
 pub fn direction(sender: Option<&str>, message_type: Option<&str>) -> &'static str {
     if let Some(t) = message_type
         && (t.ends_with("_STATUS") || t.ends_with("_EVENT"))
@@ -550,6 +542,38 @@ mod tests {
             a
         );
     }
+
+    /// The ids of fixed messages, frozen: an id that changes between releases breaks every
+    /// downstream dedupe and join on `message_id`. If this fails, the id algorithm changed:
+    /// that needs a major version and a migration note, not a new expected value.
+    #[test]
+    fn message_ids_are_frozen_across_releases() {
+        let cx = cx();
+        let body = r#"[
+          {"sender":"user","message_type":"TEXT","response":"Hi, my order is late","timestamp":"2026-08-12 14:03:27.512+0530"},
+          {"sender":"bot","message_type":"OPTIONS","response":"[Track order, Talk to agent]","timestamp":"2026-08-12 14:03:28.004+0530"},
+          {"sender":"user","message_type":"TEXT","response":"ok","timestamp":"2026-08-12 14:03:28.004+0530"},
+          {"sender":"user","message_type":"TEXT","response":"ok","timestamp":"2026-08-12 14:03:28.004+0530"}]"#;
+        let spans = parse_conversations_page(body.as_bytes(), &[]).unwrap();
+        let w = Window {
+            start_ms: day(2026, 8, 12),
+            end_ms: day(2026, 8, 13),
+        };
+        let mut n = PageNormalizer::new(&cx, "919565428256", Some("whatsapp"), w);
+        let mut b = MessageBatchBuilder::with_capacity(4, 1000);
+        n.page(body, &spans, 1, &mut b, &mut Vec::new());
+        let batch = b.finish();
+        let ids = batch.column(0).as_string::<i32>();
+        let got: Vec<&str> = (0..ids.len()).map(|i| ids.value(i)).collect();
+        assert_eq!(got, GOLDEN_IDS);
+    }
+
+    const GOLDEN_IDS: [&str; 4] = [
+        "df5fc192fd70dc2d888a9834993b7278",
+        "8c91f49916aa22610c140cf0a6c3d13d",
+        "e83873a7799a541435376b2387b28872",
+        "8c226185b7f4fed2d09ead62b990f8fa",
+    ];
 
     #[test]
     fn window_edges_are_half_open() {

@@ -13,9 +13,58 @@ use std::sync::Arc;
 
 use xxhash_rust::xxh3::Xxh3Default;
 
-use crate::engati::users::UserSpec;
-use crate::normalize::Window;
+use crate::model::User;
+use crate::model::Window;
 use crate::time::{DAY_MS, date_string};
+
+/// Which range a run exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A fixed range `[since_ms, until_ms)` (export, fixed pipelines, backfill), ms since
+    /// epoch UTC.
+    Range {
+        /// Start, ms since epoch UTC (inclusive).
+        since_ms: i64,
+        /// End, ms since epoch UTC (exclusive).
+        until_ms: i64,
+    },
+    /// Per user from its watermark minus `lookback_ms` (or `start_ms` for a new user) to
+    /// `until_ms`.
+    Incremental {
+        /// Where a new user's history starts, ms since epoch UTC.
+        start_ms: i64,
+        /// Re-read this much before the watermark, for late messages, ms.
+        lookback_ms: i64,
+        /// End, ms since epoch UTC (exclusive).
+        until_ms: i64,
+    },
+}
+
+impl Mode {
+    /// The end of every user's range, ms since epoch UTC (exclusive).
+    pub fn until_ms(&self) -> i64 {
+        match *self {
+            Mode::Range { until_ms, .. } | Mode::Incremental { until_ms, .. } => until_ms,
+        }
+    }
+
+    /// The range's start as configured (`since` or the incremental `start`), ms since epoch.
+    pub fn start_ms(&self) -> i64 {
+        match *self {
+            Mode::Range { since_ms, .. } => since_ms,
+            Mode::Incremental { start_ms, .. } => start_ms,
+        }
+    }
+}
+
+/// The range of a run, validated (`config::range`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeSpec {
+    /// Fixed or incremental.
+    pub mode: Mode,
+    /// Window length (the grid step), ms.
+    pub window_ms: i64,
+}
 
 /// One user's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +96,7 @@ pub struct Unit {
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// Users to export, sorted by `channel_user_id`.
-    pub users: Arc<Vec<UserSpec>>,
+    pub users: Arc<Vec<User>>,
     /// Per user (same index): start of its range, ms since epoch UTC (inclusive).
     pub from_ms: Arc<Vec<i64>>,
     /// End of every user's range (exclusive), ms since epoch UTC.
@@ -61,7 +110,7 @@ pub struct Plan {
 impl Plan {
     /// A plan where every user has the same range `[since_ms, until_ms)`.
     pub fn uniform(
-        users: Vec<UserSpec>,
+        users: Vec<User>,
         since_ms: i64,
         until_ms: i64,
         window_ms: i64,
@@ -160,7 +209,7 @@ impl Iterator for Units<'_> {
 
 /// `YYYYMMDDTHHMM-<12 hex>`: the grid window start and a hash of the cells (user ids and
 /// their clipped windows).
-fn unit_key(g: Window, cells: &[Cell], users: &[UserSpec]) -> UnitKey {
+fn unit_key(g: Window, cells: &[Cell], users: &[User]) -> UnitKey {
     let mut h = Xxh3Default::new();
     h.update(&g.start_ms.to_le_bytes());
     h.update(&g.end_ms.to_le_bytes());
@@ -185,9 +234,9 @@ fn unit_key(g: Window, cells: &[Cell], users: &[UserSpec]) -> UnitKey {
 mod tests {
     use super::*;
 
-    fn users(n: usize) -> Vec<UserSpec> {
+    fn users(n: usize) -> Vec<User> {
         (0..n)
-            .map(|i| UserSpec {
+            .map(|i| User {
                 channel_user_id: format!("u{i:03}"),
                 channel: None,
                 user_name: None,

@@ -72,6 +72,8 @@ pub struct ReportOptions {
     pub out: String,
     /// State directory, if any.
     pub state_dir: Option<String>,
+    /// The state namespace (`export`, `range`, `incremental`, `backfill:<from>:<to>`).
+    pub state_namespace: String,
 }
 
 /// Cell counts.
@@ -133,8 +135,14 @@ pub struct RunReport {
     pub duration_ms: u64,
     /// Options (no secrets).
     pub options: ReportOptions,
+    /// The range fetched (none when no user had anything to fetch).
+    pub fetched: Option<FetchedRange>,
     /// Users in the plan.
     pub users: u64,
+    /// Users the Users API listed whose id cannot be exported, and why (they make the run
+    /// `completed_with_rejects`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users_rejected: Vec<crate::engati::users::RejectedUser>,
     /// Cells.
     pub cells: CellCounts,
     /// Requests.
@@ -147,7 +155,7 @@ pub struct RunReport {
 
 impl RunReport {
     /// The exit code for this outcome (0, 1 or 130; failures carry their own code).
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> u8 {
         match self.status {
             RunStatus::Succeeded => 0,
             RunStatus::CompletedWithRejects => 1,
@@ -156,25 +164,42 @@ impl RunReport {
         }
     }
 
-    /// Writes the report as pretty JSON to `path` atomically (temp file + rename).
+    /// Writes the report as pretty JSON to `path` atomically (temp file + rename; the temp
+    /// file is removed when that fails).
     ///
     /// # Errors
     /// I/O errors.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, json)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, path)
+        let result = (|| {
+            std::fs::write(&tmp, json)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
     }
 
-    /// The one-screen human summary.
-    pub fn summary(&self) -> String {
+    /// The command that ran: `export`, `backfill` or `run` (from the state namespace).
+    fn command(&self) -> &'static str {
+        match self.options.mode.as_str() {
+            "backfill" => "backfill",
+            _ if self.options.state_namespace == "export" => "export",
+            _ => "run",
+        }
+    }
+
+    /// The one-screen human summary; `report_file` is where the report was written, if it was.
+    pub fn summary(&self, report_file: Option<&Path>) -> String {
         let mut s = String::new();
         let secs = self.duration_ms as f64 / 1000.0;
         let _ = writeln!(
             s,
-            "engati-etl run {}: {} in {secs:.1} s{}",
+            "engati-etl {} {}: {} in {secs:.1} s{}",
+            self.command(),
             self.run_id,
             self.status.as_str().replace('_', " "),
             if self.resumed { " (resumed)" } else { "" }
@@ -182,38 +207,71 @@ impl RunReport {
         if let Some(e) = &self.error {
             let _ = writeln!(s, "  error      {e}");
         }
+        self.summary_input(&mut s);
+        self.summary_output(&mut s);
+        let o = &self.options;
+        let _ = write!(s, "  output     {} ({})", o.out, o.format);
+        if let Some(f) = report_file {
+            let _ = write!(s, "; report {}", f.display());
+        }
+        s.push('\n');
+        s
+    }
+
+    /// Users, range, cells, requests.
+    fn summary_input(&self, s: &mut String) {
         let o = &self.options;
         let who = if let Some(f) = &o.users_file {
             format!("from {f}")
         } else {
             format!("matching {}", o.attributes.join(" or "))
         };
-        let _ = writeln!(s, "  users      {} {who}", self.users);
+        let skipped = if self.users_rejected.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} skipped: ids that cannot be exported)",
+                self.users_rejected.len()
+            )
+        };
+        let _ = writeln!(s, "  users      {} {who}{skipped}", self.users);
+        let (from, until) = match &self.fetched {
+            Some(f) => (f.from.as_str(), f.until.as_str()),
+            None => (o.since.as_str(), o.until.as_str()),
+        };
         let _ = writeln!(
             s,
-            "  range      {} .. {} in {} windows ({})",
-            o.since, o.until, o.window, o.mode
+            "  range      {from} .. {until} in {} windows ({})",
+            o.window, o.mode
         );
         let _ = writeln!(
             s,
             "  cells      {} committed, {} skipped (already committed), {} planned",
             self.cells.committed, self.cells.skipped, self.cells.planned
         );
-        let statuses: Vec<String> = self
-            .requests
+        let r = &self.requests;
+        let statuses: Vec<String> = r
             .by_status
             .iter()
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
+        let statuses = if statuses.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", statuses.join(", "))
+        };
         let _ = writeln!(
             s,
-            "  requests   {} ({}), {} retries, {} transport errors, {} received",
-            self.requests.total,
-            statuses.join(", "),
-            self.requests.retries,
-            self.requests.transport_errors,
-            human_bytes(self.requests.bytes_received)
+            "  requests   {}{statuses}, {} retries, {} transport errors, {} received",
+            r.total,
+            r.retries,
+            r.transport_errors,
+            human_bytes(r.bytes_received)
         );
+    }
+
+    /// Messages, files, CRM.
+    fn summary_output(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "  messages   {} written, {} rejected (dead-letter), {} outside window skipped",
@@ -246,17 +304,17 @@ impl RunReport {
                 c.rejects
             );
         }
-        let _ = write!(s, "  output     {} ({})", o.out, o.format);
-        if o.out != "-" {
-            let _ = write!(
-                s,
-                "; report {}",
-                Path::new(&o.out).join("_run_report.json").display()
-            );
-        }
-        s.push('\n');
-        s
     }
+}
+
+/// The range a run actually fetched (for an incremental run: from the earliest user's
+/// watermark minus the lookback).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FetchedRange {
+    /// Start (RFC 3339 UTC).
+    pub from: String,
+    /// End (RFC 3339 UTC, exclusive).
+    pub until: String,
 }
 
 /// `1.2 MB` style sizes (decimal units).

@@ -12,9 +12,12 @@ use std::sync::{Arc, LazyLock};
 
 use arrow_array::builder::{
     ListBuilder, MapBuilder, MapFieldNames, StringBuilder, TimestampMillisecondBuilder,
+    UInt32Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+use crate::model::ExportedUser;
 
 /// `message_id`: 32 hex chars, xxh3-128 of (bot, channel user, sent_at, sender, type, content,
 /// occurrence index). Stable across runs; distinct messages never share one.
@@ -33,6 +36,12 @@ pub const CHANNEL: &str = "channel";
 pub const USER_ID: &str = "user_id";
 /// `sent_at`: message time, ms since epoch, UTC.
 pub const SENT_AT: &str = "sent_at";
+/// `position`: the message's 0-based position in the API's answer for its (user, window) cell,
+/// across pages (UInt32). The API orders a cell's messages; `sent_at` has millisecond
+/// precision, so a user's message and the bot's answer often share one: order by
+/// (`channel_user_id`, `sent_at`, `position`) to read a conversation as it happened. The same
+/// window asked again gives the same positions.
+pub const POSITION: &str = "position";
 /// `sender`: `user`, `bot`, `agent` or any other value the API sends.
 pub const SENDER: &str = "sender";
 /// `direction`: `inbound` | `outbound` | `event`.
@@ -92,6 +101,7 @@ static MESSAGES: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(CHANNEL, DataType::Utf8, true),
         Field::new(USER_ID, DataType::Utf8, true),
         Field::new(SENT_AT, ts_type(), false),
+        Field::new(POSITION, DataType::UInt32, false),
         Field::new(SENDER, DataType::Utf8, true),
         Field::new(DIRECTION, DataType::Utf8, false),
         Field::new(MESSAGE_TYPE, DataType::Utf8, true),
@@ -140,6 +150,8 @@ pub struct MessageRow<'a> {
     pub user_id: Option<&'a str>,
     /// See [`SENT_AT`]; ms since epoch UTC.
     pub sent_at_ms: i64,
+    /// See [`POSITION`].
+    pub position: u32,
     /// See [`SENDER`].
     pub sender: Option<&'a str>,
     /// See [`DIRECTION`].
@@ -185,6 +197,7 @@ pub struct MessageBatchBuilder {
     channel: StringBuilder,
     user_id: StringBuilder,
     sent_at: TimestampMillisecondBuilder,
+    position: UInt32Builder,
     sender: StringBuilder,
     direction: StringBuilder,
     message_type: StringBuilder,
@@ -212,6 +225,7 @@ impl MessageBatchBuilder {
             channel: s(),
             user_id: StringBuilder::with_capacity(rows, rows * 36),
             sent_at: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            position: UInt32Builder::with_capacity(rows),
             sender: s(),
             direction: s(),
             message_type: s(),
@@ -248,6 +262,7 @@ impl MessageBatchBuilder {
         self.channel.append_option(channel);
         self.user_id.append_option(row.user_id);
         self.sent_at.append_value(row.sent_at_ms);
+        self.position.append_value(row.position);
         self.sender.append_option(row.sender);
         self.direction.append_value(row.direction);
         self.message_type.append_option(row.message_type);
@@ -295,6 +310,13 @@ impl MessageBatchBuilder {
             renew(&mut self.channel, rows),
             renew(&mut self.user_id, rows),
             renew_ts(&mut self.sent_at, rows),
+            Arc::new(
+                std::mem::replace(
+                    &mut self.position,
+                    UInt32Builder::with_capacity(rows + rows / 4),
+                )
+                .finish(),
+            ),
             renew(&mut self.sender, rows),
             renew(&mut self.direction, rows),
             renew(&mut self.message_type, rows),
@@ -324,25 +346,6 @@ fn renew(b: &mut StringBuilder, rows: usize) -> ArrayRef {
 fn renew_ts(b: &mut TimestampMillisecondBuilder, rows: usize) -> ArrayRef {
     let fresh = TimestampMillisecondBuilder::with_capacity(rows + rows / 4).with_timezone("UTC");
     Arc::new(std::mem::replace(b, fresh).finish())
-}
-
-/// One row of the `users` table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRow {
-    /// See [`CHANNEL_USER_ID`].
-    pub channel_user_id: String,
-    /// See [`CHANNEL`].
-    pub channel: Option<String>,
-    /// See [`USER_NAME`].
-    pub user_name: Option<String>,
-    /// Attribute name -> value, in the API's order.
-    pub attributes: Vec<(String, String)>,
-    /// The `NAME=VALUE` filters that selected this user (empty for a users file).
-    pub matched_filters: Vec<String>,
-    /// The run that last exported the user.
-    pub run_id: String,
-    /// That run's start, ms since epoch UTC.
-    pub extracted_at_ms: i64,
 }
 
 /// Builds `users` table batches.
@@ -392,7 +395,8 @@ impl UsersBatchBuilder {
     }
 
     /// Appends one user.
-    pub fn append(&mut self, cx: &RowContext, u: &UserRow) {
+    pub fn append(&mut self, cx: &RowContext, row: &ExportedUser) {
+        let u = &row.user;
         self.channel_user_id.append_value(&u.channel_user_id);
         self.channel.append_option(u.channel.as_deref());
         self.user_name.append_option(u.user_name.as_deref());
@@ -410,8 +414,8 @@ impl UsersBatchBuilder {
         self.provider.append_value(&*cx.provider);
         self.customer_id.append_value(&*cx.customer_id);
         self.bot_key.append_value(&*cx.bot_key);
-        self.run_id.append_value(&u.run_id);
-        self.extracted_at.append_value(u.extracted_at_ms);
+        self.run_id.append_value(&row.run_id);
+        self.extracted_at.append_value(row.extracted_at_ms);
     }
 
     /// Takes the rows as a `RecordBatch` with [`users_schema`].
@@ -436,6 +440,7 @@ impl UsersBatchBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::User;
 
     fn cx() -> RowContext {
         RowContext {
@@ -455,6 +460,7 @@ mod tests {
             message_id: "00",
             user_id: None,
             sent_at_ms: 1,
+            position: 0,
             sender: Some("bot"),
             direction: "outbound",
             message_type: Some("OPTIONS"),
@@ -486,12 +492,14 @@ mod tests {
         let mut b = UsersBatchBuilder::new();
         b.append(
             &cx(),
-            &UserRow {
-                channel_user_id: "9195".into(),
-                channel: Some("whatsapp".into()),
-                user_name: None,
-                attributes: vec![("feedback".into(), "1".into())],
-                matched_filters: vec!["feedback=1".into()],
+            &ExportedUser {
+                user: User {
+                    channel_user_id: "9195".into(),
+                    channel: Some("whatsapp".into()),
+                    user_name: None,
+                    attributes: vec![("feedback".into(), "1".into())],
+                    matched_filters: vec!["feedback=1".into()],
+                },
                 run_id: "r1".into(),
                 extracted_at_ms: 5,
             },

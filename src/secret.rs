@@ -22,17 +22,37 @@ impl Secret {
     /// Reads a secret from a file, trimming whitespace.
     ///
     /// # Errors
-    /// The I/O error of reading `path`, or `InvalidData` when the file is empty.
+    /// The I/O error of reading `path`, or `InvalidData` when the file is empty, holds more
+    /// than one line or a character a header cannot carry (the message never shows the value).
     pub fn from_file(path: &Path) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(path)?;
         let secret = Secret::new(text);
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
         if secret.0.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "the file is empty",
-            ));
+            return Err(invalid("the file is empty".into()));
+        }
+        let lines = secret.0.lines().count();
+        if lines > 1 {
+            return Err(invalid(format!(
+                "the file has {lines} lines; it must hold the key alone, on one line"
+            )));
+        }
+        if let Some(bad) = secret.problem() {
+            return Err(invalid(bad));
         }
         Ok(secret)
+    }
+
+    /// Why the value cannot be sent in an HTTP header, if it cannot (never shows the value).
+    pub fn problem(&self) -> Option<String> {
+        let bad = self
+            .0
+            .chars()
+            .position(|c| !c.is_ascii_graphic() && c != ' ')?;
+        Some(format!(
+            "character {} of the key is not printable ASCII (a stray byte, a tab or a BOM?); keys are letters, digits and dashes",
+            bad + 1
+        ))
     }
 
     /// The value itself. Call it only where the value is sent (an HTTP header).

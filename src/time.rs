@@ -99,6 +99,50 @@ pub fn rfc3339_ms(ms: i64) -> String {
     String::from_utf8(v).unwrap_or_default()
 }
 
+/// Parses exactly what [`push_rfc3339_ms`] writes (`YYYY-MM-DDTHH:MM:SS.mmmZ`, 24 bytes,
+/// UTC) back into ms since epoch UTC: the inverse of the writer, nothing more, so that reading
+/// our own output (exactly-once replacement, `verify`) never depends on how lenient the API's
+/// timestamp parser is. Returns `None` for any other text.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 24 || b[23] != b'Z' {
+        return None;
+    }
+    for (i, sep) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+    ] {
+        if b[i] != sep {
+            return None;
+        }
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec, milli) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(i64::from(y), m) {
+        return None;
+    }
+    if h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    let day = days_from_civil(i64::from(y), m, d);
+    Some(
+        day * DAY_MS
+            + i64::from(h) * 3_600_000
+            + i64::from(mi) * 60_000
+            + i64::from(sec) * 1000
+            + i64::from(milli),
+    )
+}
+
 fn put_digits(out: &mut [u8], mut v: u32) {
     for slot in out.iter_mut().rev() {
         *slot = b'0' + (v % 10) as u8;
@@ -215,6 +259,33 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_rfc3339_ms_inverts_the_writer_and_nothing_else() {
+        for ms in [
+            0,
+            1,
+            999,
+            DAY_MS - 1,
+            1_754_006_400_000,
+            1_790_000_000_123,
+            253_402_300_799_999,
+        ] {
+            assert_eq!(parse_rfc3339_ms(&rfc3339_ms(ms)), Some(ms), "{ms}");
+        }
+        for bad in [
+            "2026-08-12T08:33:27.512+00:00",
+            "2026-08-12 08:33:27.512Z",
+            "2026-08-12T08:33:27Z",
+            "2026-02-30T00:00:00.000Z",
+            "2026-13-01T00:00:00.000Z",
+            "2026-08-12T24:00:00.000Z",
+            "2026-08-12T08:33:27.5120Z",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn civil_conversions_match_jiff_over_a_wide_range() {

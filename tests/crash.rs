@@ -1,4 +1,5 @@
-//! Crash safety: SIGKILL at random points (seeded), re-run until success, compare.
+//! Crash safety: the process killed at seeded events (failpoints: a page received, a unit
+//! staged, a commit journaled, a commit half renamed), re-run until success, compare.
 
 use crate::util::*;
 use engati_etl::sandbox::FaultConfig;
@@ -36,29 +37,30 @@ async fn kill_and_rerun(format: &str, seed: u64, kills: usize) {
         ],
     );
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let (mut killed, mut finished_early) = (0, 0);
+    // (failpoint, the highest evaluation to crash at): low enough that every run gets there.
+    let events = [
+        ("pipeline::page", 30u64),
+        ("files::before_journal", 8),
+        ("state::after_journal", 8),
+        ("state::mid_apply", 20),
+    ];
+    let mut killed = 0;
     for _ in 0..kills {
-        let mut child = tokio::process::Command::new(bin())
-            .args(&a)
-            .env("ENGATI_API_KEY", &sb.ids.api_key)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let delay = rng.random_range(150..1200u64);
-        tokio::select! {
-            status = child.wait() => {
-                // It finished before the kill; run again from scratch of the loop.
-                assert_eq!(status.unwrap().code(), Some(0));
-                finished_early += 1;
-            }
-            _ = tokio::time::sleep(std::time::Duration::from_millis(delay)) => {
-                child.start_kill().unwrap(); // SIGKILL
-                let _ = child.wait().await;
-                killed += 1;
-            }
-        }
+        let (event, most) = events[rng.random_range(0..events.len())];
+        let nth = rng.random_range(1..=most);
+        let armed = format!("{event}={}*off->return", nth - 1);
+        let o = run_env(
+            &a,
+            &[("ENGATI_API_KEY", &sb.ids.api_key), ("FAILPOINTS", &armed)],
+        )
+        .await;
+        assert!(
+            o.status.code().is_none()
+                && String::from_utf8_lossy(&o.stderr).contains("crash injected"),
+            "the run was killed at {armed}: {}",
+            text(&o)
+        );
+        killed += 1;
         // Whatever the moment of the kill, a reader sees no staged files after recovery, and
         // never a duplicate.
         let rows = if format == "parquet" {
@@ -67,7 +69,7 @@ async fn kill_and_rerun(format: &str, seed: u64, kills: usize) {
             read_jsonl(&out)
         };
         let ids: std::collections::HashSet<&String> = rows.iter().map(|r| &r.message_id).collect();
-        assert_eq!(ids.len(), rows.len(), "duplicates after a kill");
+        assert_eq!(ids.len(), rows.len(), "duplicates after a kill at {armed}");
     }
     let mut reruns = 0;
     loop {
@@ -89,12 +91,13 @@ async fn kill_and_rerun(format: &str, seed: u64, kills: usize) {
     assert!(staged_files(&out).is_empty(), "{:?}", staged_files(&out));
     let r = report(&out);
     eprintln!(
-        "crash test ({format}, seed {seed}): {killed} kills ({finished_early} runs finished first), {reruns} final run(s), {} rows, 0 duplicates; last run resumed={} with {} cells skipped",
+        "crash test ({format}, seed {seed}): {killed} kills, {reruns} final run(s), {} rows, 0 duplicates; last run resumed={} with {} cells skipped",
         rows.len(),
         r["resumed"],
         r["cells"]["skipped"]
     );
-    assert!(killed >= kills / 2, "most runs were killed mid-way");
+    assert_eq!(killed, kills);
+    assert_eq!(r["resumed"], true, "the last run resumed the killed one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -458,7 +458,7 @@ async fn multi_day_windows_spill_per_date_without_losing_rows() {
             out.to_str().unwrap(),
         ],
     );
-    let mut env: Vec<(&str, &str)> = vec![("ENGATI_ETL_PENDING_BYTES", "20000")];
+    let mut env: Vec<(&str, &str)> = vec![("FAILPOINTS", "files::pending_limit=return(20000)")];
     env.push(("ENGATI_API_KEY", &sb.ids.api_key));
     let o = run_env(&args, &env).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

@@ -9,6 +9,8 @@
 //! - `incremental`: nightly runs, backfills, state commands, live arrivals.
 //! - `crash`: SIGKILL at random points and between journal and rename.
 //! - `crm`: HubSpot emulator timelines, growth, 207/429, budget, crashes, dry run, BottleCRM.
+//! - `fuzz_wire`: the page parser, normalizer and Users reader under seeded fuzzing and
+//!   adversarial bodies (no sandbox; the long run is `examples/fuzz_wire.rs`).
 //! - `send`: templates, triggers, broadcasts from a table: never twice, every row accounted
 //!   for, under faults and crashes; dry run, reconciliation, retries, exit codes.
 
@@ -18,8 +20,14 @@ mod commands;
 mod crash;
 mod crm;
 mod dead_letter;
+mod delta;
+mod docs;
+mod encoding;
 mod errors;
 mod export;
 mod faults;
+mod fuzz_wire;
+mod hardening;
 mod incremental;
+mod object_store;
 mod send;

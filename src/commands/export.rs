@@ -1,108 +1,66 @@
-//! `export` (flags only) and `run` (a pipeline file plus flag overrides).
+//! `export` (flags only), `run` (a pipeline file plus flag overrides) and `backfill` (a
+//! pipeline's source and sink over a closed range, in its own state namespace).
 
+use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::{install_signals, prepare, print_error};
-use crate::cli::{BackfillArgs, ExportArgs, RunArgs, overrides};
-use crate::config::{Command, PipelineFile};
+use super::{Shown, install_signals, load, prepare};
+use crate::cli::{BackfillArgs, ExportArgs, RunArgs};
+use crate::config::{Command, PipelineFile, RangeSection};
+use crate::error::Error;
 use crate::pipeline::{self, RunControl};
 use crate::progress::Progress;
 
 /// `engati-etl export ...`.
-pub async fn export(a: ExportArgs, quiet: bool) -> i32 {
-    let o = overrides(&a.source, Some(&a.range), Some(&a.sink));
-    let file = PipelineFile::default().merge(&o);
-    execute(
-        file,
-        Command::Export,
-        quiet,
-        (o.crash_after_journal, o.crash_after_crm_writes),
-    )
-    .await
+///
+/// # Errors
+/// The configuration's or the run's [`Error`].
+pub async fn export(a: ExportArgs, shown: Shown) -> Result<ExitCode, Error> {
+    let file = PipelineFile::default().merge_flags(Some(&a.source), Some(&a.range), Some(&a.sink));
+    execute(file, Command::Export, shown).await
 }
 
 /// `engati-etl run PIPELINE.toml ...`.
-pub async fn run(a: RunArgs, quiet: bool) -> i32 {
-    let file = match PipelineFile::load(&a.pipeline) {
-        Ok(f) => f,
-        Err(e) => {
-            print_error(&e);
-            return 2;
-        }
-    };
-    let o = overrides(&a.source, Some(&a.range), Some(&a.sink));
-    execute(
-        file.merge(&o),
-        Command::Run,
-        quiet,
-        (o.crash_after_journal, o.crash_after_crm_writes),
-    )
-    .await
+///
+/// # Errors
+/// The configuration's or the run's [`Error`].
+pub async fn run(a: RunArgs, shown: Shown) -> Result<ExitCode, Error> {
+    let file = load(&a.pipeline)?.merge_flags(Some(&a.source), Some(&a.range), Some(&a.sink));
+    execute(file, Command::Run, shown).await
 }
 
 /// `engati-etl backfill PIPELINE.toml --from DATE --to DATE ...`: the pipeline's source and
 /// sink, a fixed range in its own state namespace (nightly watermarks untouched).
-pub async fn backfill(a: BackfillArgs, quiet: bool) -> i32 {
-    let file = match PipelineFile::load(&a.pipeline) {
-        Ok(f) => f,
-        Err(e) => {
-            print_error(&e);
-            return 2;
-        }
+///
+/// # Errors
+/// The configuration's or the run's [`Error`].
+pub async fn backfill(a: BackfillArgs, shown: Shown) -> Result<ExitCode, Error> {
+    let mut file = load(&a.pipeline)?.merge_flags(Some(&a.source), None, Some(&a.sink));
+    file.range = RangeSection {
+        mode: None,
+        since: Some(a.from.clone()),
+        until: Some(a.to.clone()),
+        window: a.window.clone().or(file.range.window),
+        ..RangeSection::default()
     };
-    let o = overrides(&a.source, None, Some(&a.sink));
-    let mut file = file.merge(&o);
-    file.range.mode = None;
-    file.range.since = Some(a.from.clone());
-    file.range.until = Some(a.to.clone());
-    if a.window.is_some() {
-        file.range.window.clone_from(&a.window);
-    }
-    execute(
-        file,
-        Command::Backfill,
-        quiet,
-        (o.crash_after_journal, o.crash_after_crm_writes),
-    )
-    .await
+    execute(file, Command::Backfill, shown).await
 }
 
-async fn execute(
-    file: PipelineFile,
-    command: Command,
-    quiet: bool,
-    crash: (Option<u64>, Option<u64>),
-) -> i32 {
-    let mut prepared = match prepare(file, command).await {
-        Ok(p) => p,
-        Err(e) => {
-            print_error(&e);
-            return 2;
-        }
-    };
-    (
-        prepared.settings.crash_after_journal,
-        prepared.settings.crash_after_crm_writes,
-    ) = crash;
-    let spec = prepared.settings.into_spec(prepared.key);
+async fn execute(file: PipelineFile, command: Command, shown: Shown) -> Result<ExitCode, Error> {
+    let prepared = prepare(file, command).await?;
     let control = Arc::new(RunControl::default());
     install_signals(control.clone());
-    let progress = Progress::start(control.clone(), quiet);
-    let outcome = pipeline::run(&spec, &control).await;
+    let progress = Progress::start(control.clone(), shown.quiet, shown.heartbeat_secs);
+    let outcome = pipeline::run(&prepared.spec, &control).await;
     progress.finish();
     if let Some(r) = &outcome.report
-        && !quiet
+        && !shown.quiet
     {
-        eprint!("{}", r.summary());
+        eprint!("{}", r.summary(outcome.report_file.as_deref()));
     }
-    if let Some(e) = &outcome.error
-        && !matches!(
-            e,
-            pipeline::RunError::Sink(crate::sink::SinkError::OutputClosed)
-        )
-    {
-        print_error(e);
+    drop(prepared);
+    match outcome.error {
+        Some(e) => Err(e.into()),
+        None => Ok(ExitCode::from(outcome.report.map_or(0, |r| r.exit_code()))),
     }
-    drop(prepared.sandbox);
-    outcome.exit_code()
 }

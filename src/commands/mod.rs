@@ -1,4 +1,5 @@
-//! The subcommands: turn parsed flags into a run, print results, return the exit code.
+//! The subcommands: turn parsed flags into a run, print results, return the exit code. Each
+//! returns `Result<ExitCode, Error>`; errors are printed once, by `main`.
 
 mod export;
 mod sandbox;
@@ -7,17 +8,27 @@ mod state;
 mod users;
 mod validate;
 
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::cli::{Cli, Cmd};
-use crate::config::{API_KEY_ENV, Command, ConfigError, PipelineFile, SandboxSection, Settings};
-use crate::sandbox::{self as sbx, DataConfig, FaultConfig, SandboxConfig, SandboxHandle};
+use crate::config::{self, API_KEY_ENV, Command, ConfigError, PipelineFile};
+use crate::error::Error;
+use crate::pipeline::RunSpec;
+use crate::sandbox::hubspot::{self, HubSpotHandle};
+use crate::sandbox::{self as sbx, SandboxHandle};
 use crate::secret::Secret;
-use crate::time::{DAY_MS, parse_user_instant};
+use crate::sink::OutputSpec;
 
-/// Runs the command; returns the process exit code.
-pub async fn dispatch(cli: Cli) -> i32 {
-    let quiet = cli.quiet;
+/// Runs the command.
+///
+/// # Errors
+/// The [`Error`] that ended it (its exit code says which kind).
+pub async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
+    let quiet = Shown {
+        quiet: cli.quiet,
+        heartbeat_secs: cli.heartbeat_secs,
+    };
     match cli.command {
         Cmd::Export(a) => export::export(a, quiet).await,
         Cmd::Run(a) => export::run(a, quiet).await,
@@ -30,127 +41,140 @@ pub async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
-/// Prints `engati-etl: error: ...` on stderr.
-pub fn print_error(e: &dyn std::fmt::Display) {
-    eprintln!("engati-etl: error: {e}");
+/// What a run shows on stderr (`--quiet`, `--heartbeat-secs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Shown {
+    /// No progress and no summary.
+    pub quiet: bool,
+    /// Seconds between progress lines when stderr is not a terminal (0: none).
+    pub heartbeat_secs: u64,
 }
 
-/// A validated run, with the sandbox it runs against (if the pipeline asked for one).
+/// A validated run with its secrets, and the embedded servers it runs against (kept alive for
+/// the run).
 pub struct Prepared {
-    /// Settings.
-    pub settings: Settings,
-    /// The key.
-    pub key: Secret,
-    /// The embedded sandbox, kept alive for the run.
+    /// The run.
+    pub spec: RunSpec,
+    /// The embedded sandbox, if the pipeline asked for one.
     pub sandbox: Option<SandboxHandle>,
-    /// The embedded HubSpot emulator, kept alive for the run.
-    pub hubspot: Option<crate::sandbox::hubspot::HubSpotHandle>,
+    /// The embedded HubSpot emulator, if asked.
+    pub hubspot: Option<HubSpotHandle>,
 }
 
-/// Sandbox settings from a pipeline's `[sandbox]` section.
-///
-/// # Errors
-/// [`ConfigError::Invalid`] for a bad `start` date.
-pub fn sandbox_config(s: &SandboxSection) -> Result<SandboxConfig, ConfigError> {
-    let d = DataConfig::default();
-    let start_ms = match &s.start {
-        Some(v) => parse_user_instant(v, 0)
-            .map_err(|e| ConfigError::Invalid(vec![format!("sandbox.start: {e}")]))?,
-        None => d.start_ms,
-    };
-    Ok(SandboxConfig {
-        data: DataConfig {
-            seed: s.seed.unwrap_or(d.seed),
-            users: s.users.unwrap_or(d.users),
-            start_ms: start_ms.div_euclid(DAY_MS) * DAY_MS,
-            days: s.days.unwrap_or(d.days),
-            sessions_per_user: s.sessions_per_user.unwrap_or(d.sessions_per_user),
-            malformed_rate: s.malformed_rate.unwrap_or(0.0),
-            ..d
-        },
-        faults: FaultConfig {
-            latency_ms: s.latency_ms.unwrap_or(0),
-            fail_rate: s.fail_rate.unwrap_or(0.0),
-            throttle_rate: s.throttle_rate.unwrap_or(0.0),
-            truncate_rate: s.truncate_rate.unwrap_or(0.0),
-            ..FaultConfig::default()
-        },
-        end_inclusive: s.end_inclusive.unwrap_or(false),
-        start_exclusive: s.start_exclusive.unwrap_or(false),
-        ..SandboxConfig::default()
-    })
-}
-
-/// Validates (pure), checks the output, starts the embedded sandbox if asked, reads the key.
+/// Validates (pure), checks the output, starts the embedded sandbox if asked, reads the key
+/// and token.
 ///
 /// # Errors
 /// [`ConfigError`] (exit 2).
 pub async fn prepare(mut file: PipelineFile, command: Command) -> Result<Prepared, ConfigError> {
-    let sandbox_cfg = match file.sandbox.as_ref().filter(|s| s.enabled) {
-        Some(s) => Some(sandbox_config(s)?),
-        None => None,
-    };
-    if let Some(cfg) = &sandbox_cfg {
-        // The ids are known from the seed; the port only once the server is up.
-        let ids = sbx::ids_for_seed(cfg.data.seed);
-        file.source.provider = Some("custom".into());
-        file.source.base_url = Some("http://127.0.0.1/".into());
-        file.source.customer_id = Some(ids.customer_id);
-        file.source.bot_key = Some(ids.bot_key);
-        file.source.api_key_file = None;
+    let sandbox_cfg = sandbox_placeholders(&mut file)?;
+    let with_hubspot = file.sandbox.as_ref().is_some_and(|s| s.with_hubspot());
+    if with_hubspot {
+        let k = &mut file.sink;
+        k.format = Some(config::OutputFormat::Crm);
+        k.crm = Some(crate::sink::crm::CrmKind::HubSpot);
+        k.crm_base_url = Some("http://127.0.0.1/".into());
+        k.crm_token_file = None;
     }
-    let hubspot_emulator = file
-        .sandbox
-        .as_ref()
-        .is_some_and(|s| s.enabled && s.hubspot == Some(true));
-    if hubspot_emulator {
-        file.sink.format = Some("crm".into());
-        file.sink.crm = Some("hubspot".into());
-        file.sink.crm_base_url = Some("http://127.0.0.1/".into());
-        file.sink.crm_token_file = None;
-    }
-    let mut settings = Settings::validate(&file, command, crate::time::now_ms())?;
-    settings.check_output()?;
-    let hubspot = if hubspot_emulator {
-        let h = crate::sandbox::hubspot::start(crate::sandbox::hubspot::HubSpotConfig::default())
-            .await
-            .map_err(|e| {
-                ConfigError::Invalid(vec![format!(
-                    "sandbox.hubspot: cannot listen on 127.0.0.1: {e}"
-                )])
-            })?;
-        if let crate::config::OutTarget::Crm { crm, .. } = &mut settings.out {
-            crm.base_url.clone_from(&h.base_url);
-        }
-        settings.crm_token = Some(Secret::new(h.token.clone()));
-        Some(h)
+    let mut spec = config::validate(&file, command, crate::time::now_ms())?;
+    config::check_output(&spec.output)?;
+    let hubspot = if with_hubspot {
+        Some(start_hubspot(&mut spec).await?)
     } else {
-        settings.crm_token = settings.read_crm_token(|var| std::env::var(var).ok())?;
+        read_crm_token(&mut spec)?;
         None
     };
-    match sandbox_cfg {
+    let sandbox = connect(sandbox_cfg, &mut spec.source).await?;
+    Ok(Prepared {
+        spec,
+        sandbox,
+        hubspot,
+    })
+}
+
+/// With a `[sandbox]` section: its settings, and the tenant's ids put in the source section
+/// (known from the seed; the port only once the server is up).
+///
+/// # Errors
+/// [`ConfigError`] for a bad `[sandbox]` section.
+pub fn sandbox_placeholders(
+    file: &mut PipelineFile,
+) -> Result<Option<sbx::SandboxConfig>, ConfigError> {
+    let Some(cfg) = file
+        .sandbox
+        .as_ref()
+        .filter(|s| s.enabled)
+        .map(|s| s.config())
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    let ids = sbx::ids_for_seed(cfg.data.seed);
+    let s = &mut file.source;
+    s.provider = Some(crate::engati::provider::Provider::Custom);
+    s.base_url = Some("http://127.0.0.1/".into());
+    s.customer_id = Some(ids.customer_id);
+    s.bot_key = Some(ids.bot_key);
+    s.api_key_file = None;
+    Ok(Some(cfg))
+}
+
+/// Fills the source's address and key: the embedded sandbox's when `sandbox` is set (started
+/// here and returned), else the key from `ENGATI_API_KEY` or the key file.
+///
+/// # Errors
+/// [`ConfigError`] when the sandbox cannot start or no key is found.
+pub async fn connect(
+    sandbox: Option<sbx::SandboxConfig>,
+    source: &mut crate::engati::SourceSpec,
+) -> Result<Option<SandboxHandle>, ConfigError> {
+    match sandbox {
         Some(cfg) => {
             let handle = sbx::start(cfg)
                 .await
-                .map_err(|e| ConfigError::Invalid(vec![format!("sandbox: {e}")]))?;
-            settings.base_url = handle.base_url.clone();
-            Ok(Prepared {
-                settings,
-                key: Secret::new(handle.ids.api_key.clone()),
-                sandbox: Some(handle),
-                hubspot,
-            })
+                .map_err(|e| ConfigError::invalid(format!("sandbox: {e}")))?;
+            source.client.base_url = handle.base_url.clone();
+            source.client.api_key = Secret::new(handle.ids.api_key.clone());
+            Ok(Some(handle))
         }
         None => {
-            let key = settings.read_key(std::env::var(API_KEY_ENV).ok())?;
-            Ok(Prepared {
-                settings,
-                key,
-                sandbox: None,
-                hubspot,
-            })
+            source.client.api_key = config::read_key(
+                source.api_key_file.as_deref(),
+                std::env::var(API_KEY_ENV).ok(),
+            )?;
+            Ok(None)
         }
     }
+}
+
+async fn start_hubspot(spec: &mut RunSpec) -> Result<HubSpotHandle, ConfigError> {
+    let h = hubspot::start(hubspot::HubSpotConfig::default())
+        .await
+        .map_err(|e| {
+            ConfigError::invalid(format!("sandbox.hubspot: cannot listen on 127.0.0.1: {e}"))
+        })?;
+    if let OutputSpec::Crm(crm) = &mut spec.output {
+        crm.base_url.clone_from(&h.base_url);
+        crm.token = Secret::new(h.token.clone());
+    }
+    Ok(h)
+}
+
+fn read_crm_token(spec: &mut RunSpec) -> Result<(), ConfigError> {
+    if let OutputSpec::Crm(crm) = &mut spec.output
+        && let Some(t) = config::read_crm_token(crm, |var| std::env::var(var).ok())?
+    {
+        crm.token = t;
+    }
+    Ok(())
+}
+
+/// Loads a pipeline file.
+///
+/// # Errors
+/// [`Error::Config`] naming the file, key and line.
+pub fn load(path: &std::path::Path) -> Result<PipelineFile, Error> {
+    Ok(PipelineFile::load(path)?)
 }
 
 /// Installs Ctrl-C / SIGTERM handling: the first signal asks the run to stop after in-flight

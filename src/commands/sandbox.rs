@@ -1,27 +1,26 @@
 //! `sandbox`: run the Engati-compatible server alone.
 
-use super::print_error;
+use std::process::ExitCode;
+
 use crate::cli::SandboxArgs;
+use crate::error::Error;
 use crate::sandbox::{self as sbx, DataConfig, FaultConfig, LiveConfig, SandboxConfig, UsersShape};
 use crate::time::{DAY_MS, parse_user_instant, rfc3339_ms};
 
 /// `engati-etl sandbox ...`: prints `ENGATI_*=value` lines on stdout (eval-able) and serves
 /// until Ctrl-C.
-pub async fn sandbox(a: SandboxArgs) -> i32 {
-    let shape: UsersShape = match a.users_shape.parse() {
-        Ok(s) => s,
-        Err(e) => {
-            print_error(&format!("--users-shape: {e}"));
-            return 2;
-        }
-    };
-    let start_ms = match parse_user_instant(&a.start, 0) {
-        Ok(t) => t.div_euclid(DAY_MS) * DAY_MS,
-        Err(e) => {
-            print_error(&format!("--start: {e}"));
-            return 2;
-        }
-    };
+///
+/// # Errors
+/// [`Error::Usage`] for a bad flag or a port that cannot be bound.
+pub async fn sandbox(a: SandboxArgs) -> Result<ExitCode, Error> {
+    let shape: UsersShape = a
+        .users_shape
+        .parse()
+        .map_err(|e| Error::Usage(format!("--users-shape: {e}")))?;
+    let start_ms = parse_user_instant(&a.start, 0)
+        .map_err(|e| Error::Usage(format!("--start: {e}")))?
+        .div_euclid(DAY_MS)
+        * DAY_MS;
     for (name, v) in [
         ("--fail-rate", a.fail_rate),
         ("--throttle-rate", a.throttle_rate),
@@ -34,8 +33,7 @@ pub async fn sandbox(a: SandboxArgs) -> i32 {
         ("--send-stall-after-rate", a.send_stall_after_rate),
     ] {
         if !(0.0..=1.0).contains(&v) {
-            print_error(&format!("{name} {v} must be between 0 and 1"));
-            return 2;
+            return Err(Error::Usage(format!("{name} {v} must be between 0 and 1")));
         }
     }
     let cfg = SandboxConfig {
@@ -83,13 +81,9 @@ pub async fn sandbox(a: SandboxArgs) -> i32 {
         ..SandboxConfig::default()
     };
     let days = cfg.data.days;
-    let handle = match sbx::start(cfg).await {
-        Ok(h) => h,
-        Err(e) => {
-            print_error(&e);
-            return 2;
-        }
-    };
+    let handle = sbx::start(cfg)
+        .await
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let hubspot = match a.hubspot_port {
         Some(port) => match crate::sandbox::hubspot::start(crate::sandbox::hubspot::HubSpotConfig {
             port,
@@ -98,10 +92,7 @@ pub async fn sandbox(a: SandboxArgs) -> i32 {
         .await
         {
             Ok(h) => Some(h),
-            Err(e) => {
-                print_error(&format!("--hubspot-port {port}: {e}"));
-                return 2;
-            }
+            Err(e) => return Err(Error::Usage(format!("--hubspot-port {port}: {e}"))),
         },
         None => None,
     };
@@ -129,5 +120,5 @@ pub async fn sandbox(a: SandboxArgs) -> i32 {
     );
     let _ = tokio::signal::ctrl_c().await;
     handle.stop().await;
-    0
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{install_signals, print_error, sandbox_config};
+use std::process::ExitCode;
+
+use super::{Shown, install_signals};
 use crate::config::{API_KEY_ENV, ConfigError, PipelineFile};
+use crate::error::Error;
 use crate::pipeline::RunControl;
 use crate::secret::Secret;
 use crate::send::args::{CampaignTarget, RetryArgs, SendCmd, SendSourceArgs, StatusArgs};
@@ -18,8 +21,22 @@ use crate::send::run::{self, Failure, Setup};
 use crate::send::{Status, dryrun, ledger};
 use crate::sink::Format;
 
-/// Runs a `send` subcommand; returns the exit code.
-pub async fn send(cmd: SendCmd, quiet: bool) -> i32 {
+/// Runs a `send` subcommand.
+///
+/// # Errors
+/// [`Error::Send`] with the command's exit code (README, "Send": 2 usage, 3 auth, 6 state or
+/// output, ...) and its message; a campaign that ran returns its own exit code as `Ok`.
+pub async fn send(cmd: SendCmd, shown: Shown) -> Result<ExitCode, Error> {
+    match send_command(cmd, shown.quiet).await {
+        Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
+        Err(f) => Err(Error::Send {
+            code: u8::try_from(f.code).unwrap_or(1),
+            message: f.message,
+        }),
+    }
+}
+
+async fn send_command(cmd: SendCmd, quiet: bool) -> Result<i32, Failure> {
     match cmd {
         SendCmd::Template(a) => {
             campaign(
@@ -62,19 +79,18 @@ pub async fn send(cmd: SendCmd, quiet: bool) -> i32 {
                 )
                 .await
             }
-            Err(e) => {
-                print_error(&e);
-                2
-            }
+            Err(e) => Err(Failure {
+                code: 2,
+                message: e.to_string(),
+            }),
         },
         SendCmd::Status(a) => status(a, quiet).await,
         SendCmd::Retry(a) => retry(a, quiet).await,
     }
 }
 
-fn exit(f: Failure) -> i32 {
-    print_error(&f.message);
-    f.code
+fn exit(f: Failure) -> Result<i32, Failure> {
+    Err(f)
 }
 
 async fn campaign(
@@ -83,7 +99,7 @@ async fn campaign(
     flags: SendSection,
     quiet: bool,
     command: &str,
-) -> i32 {
+) -> Result<i32, Failure> {
     source.apply(&mut file.source);
     let section = file.send.take().unwrap_or_default().merge(&flags);
     let sandbox = file.sandbox.clone().filter(|s| s.enabled);
@@ -138,7 +154,7 @@ async fn start_sandbox(
     s: &crate::config::SandboxSection,
     c: &mut Campaign,
 ) -> Result<crate::sandbox::SandboxHandle, Failure> {
-    let cfg = sandbox_config(s).map_err(|e| Failure {
+    let cfg = s.config().map_err(|e| Failure {
         code: 2,
         message: e.to_string(),
     })?;
@@ -156,22 +172,28 @@ async fn start_sandbox(
     Ok(h)
 }
 
-fn done(result: Result<crate::send::report::SendReport, Failure>, quiet: bool) -> i32 {
+fn done(
+    result: Result<crate::send::report::SendReport, Failure>,
+    quiet: bool,
+) -> Result<i32, Failure> {
     match result {
         Ok(r) => {
             if !quiet {
                 eprint!("{}", r.summary());
             }
-            if let (Some(e), true) = (&r.error, r.exit_code > 1) {
-                print_error(e);
+            match r.error {
+                Some(e) if r.exit_code > 1 => Err(Failure {
+                    code: r.exit_code,
+                    message: e.to_string(),
+                }),
+                _ => Ok(r.exit_code),
             }
-            r.exit_code
         }
         Err(f) => exit(f),
     }
 }
 
-fn dry_run(c: &Campaign) -> i32 {
+fn dry_run(c: &Campaign) -> Result<i32, Failure> {
     let planner = crate::send::plan::Planner::new(c);
     let reader = match crate::send::input::InputReader::open(
         &c.input,
@@ -215,7 +237,7 @@ fn dry_run(c: &Campaign) -> i32 {
                 p.already_settled, p.changed
             );
             println!("  requests in       {}", s.file.display());
-            0
+            Ok(0)
         }
         Err(dryrun::DryRunError::Plan(crate::send::plan::PlanError::Input(e))) => exit(Failure {
             code: 2,
@@ -258,11 +280,8 @@ fn setup_from_ledger(
     };
     let mut source: SourceSpec = serde_json::from_str(&rec.source).map_err(bad)?;
     let s = &t.source;
-    if let Some(p) = &s.provider {
-        source.provider = p.parse().map_err(|e: String| Failure {
-            code: 2,
-            message: e,
-        })?;
+    if let Some(p) = s.provider {
+        source.provider = p;
     }
     for (dst, v) in [
         (&mut source.base_url, &s.base_url),
@@ -316,7 +335,7 @@ fn key_for(source: &SourceSpec) -> Result<Secret, Failure> {
     })
 }
 
-async fn retry(a: RetryArgs, quiet: bool) -> i32 {
+async fn retry(a: RetryArgs, quiet: bool) -> Result<i32, Failure> {
     let status = match a.status.as_str() {
         "unknown" => Status::Unknown,
         "failed" => Status::Failed,
@@ -349,7 +368,7 @@ async fn retry(a: RetryArgs, quiet: bool) -> i32 {
     done(result, quiet)
 }
 
-async fn status(a: StatusArgs, quiet: bool) -> i32 {
+async fn status(a: StatusArgs, quiet: bool) -> Result<i32, Failure> {
     let dir = state_dir(&a.target);
     if a.reconcile {
         let started = std::time::Instant::now();
@@ -379,7 +398,7 @@ async fn status(a: StatusArgs, quiet: bool) -> i32 {
     print_status(&dir, &a)
 }
 
-fn print_status(dir: &Path, a: &StatusArgs) -> i32 {
+fn print_status(dir: &Path, a: &StatusArgs) -> Result<i32, Failure> {
     let path = dir.join("state.sqlite3");
     let conn = match rusqlite::Connection::open_with_flags(
         &path,
@@ -417,7 +436,7 @@ fn print_status(dir: &Path, a: &StatusArgs) -> i32 {
     match result {
         Ok(v) if a.json => {
             println!("{v}");
-            0
+            Ok(0)
         }
         Ok(v) => {
             println!(
@@ -449,7 +468,7 @@ fn print_status(dir: &Path, a: &StatusArgs) -> i32 {
                     }
                 }
             }
-            0
+            Ok(0)
         }
         Err(f) => exit(f),
     }

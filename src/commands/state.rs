@@ -1,91 +1,70 @@
 //! `state show` and `state reset`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use super::print_error;
 use crate::cli::{StateCmd, StateTarget};
 use crate::config::PipelineFile;
+use crate::error::Error;
 use crate::report::human_bytes;
 use crate::state::StateStore;
 use crate::time::{parse_user_instant, rfc3339_ms};
 
 /// Resolves (output dir, state dir) from a pipeline file or flags.
-fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf), String> {
+fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf), Error> {
     let (mut out, mut state) = (t.out.clone(), t.state_dir.clone());
     if let Some(p) = &t.pipeline {
-        let f = PipelineFile::load(p).map_err(|e| e.to_string())?;
+        let f = PipelineFile::load(p)?;
         out = out.or(f.sink.out);
         state = state.or(f.sink.state_dir);
     }
-    let out = out.ok_or("say which state: a PIPELINE.toml, --out DIR or --state-dir DIR")?;
+    let usage = |m: String| Error::Usage(m);
+    let out = out.ok_or_else(|| {
+        usage("say which state: a PIPELINE.toml, --out DIR or --state-dir DIR".into())
+    })?;
     if out.as_os_str() == "-" {
-        return Err("an export to stdout (--out -) keeps no state".into());
+        return Err(usage("an export to stdout (--out -) keeps no state".into()));
     }
     let state = state.unwrap_or_else(|| out.join("_state"));
     if !state.join("state.sqlite3").exists() {
-        return Err(format!(
+        return Err(usage(format!(
             "no state at {} (nothing has run with this output yet)",
             state.display()
-        ));
+        )));
     }
     Ok((out, state))
 }
 
 /// `engati-etl state show|reset ...`.
-pub fn state(cmd: StateCmd) -> i32 {
+///
+/// # Errors
+/// [`Error::Usage`] when no state is found; [`Error::State`].
+pub fn state(cmd: StateCmd) -> Result<ExitCode, Error> {
     let target = match &cmd {
         StateCmd::Show(a) => &a.target,
         StateCmd::Reset(a) => &a.target,
     };
-    let (out, dir) = match locate(target) {
-        Ok(x) => x,
-        Err(e) => {
-            print_error(&e);
-            return 2;
-        }
-    };
-    let mut st = match StateStore::open(&dir).and_then(|mut s| s.recover(&out).map(|_| s)) {
-        Ok(s) => s,
-        Err(e) => {
-            print_error(&e);
-            return if matches!(e, crate::state::StateError::Locked(_)) {
-                2
-            } else {
-                6
+    let (out, dir) = locate(target)?;
+    match cmd {
+        StateCmd::Show(a) => {
+            // While a run holds the store, look without touching it (WAL readers).
+            let st = match StateStore::open(&dir) {
+                Ok(mut st) => {
+                    st.recover(&out)?;
+                    st
+                }
+                Err(crate::state::StateError::Locked(_)) => StateStore::open_read_only(&dir)?,
+                Err(e) => return Err(e.into()),
             };
+            show(&st, &out, a.user.as_deref(), a.runs, a.json)?;
         }
-    };
-    let result = match cmd {
-        StateCmd::Show(a) => show(&st, &out, a.user.as_deref(), a.runs, a.json),
-        StateCmd::Reset(a) => reset(&mut st, a.user.as_deref(), a.to.as_deref(), &a.namespace),
-    };
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            print_error(&e);
-            e.code
+        StateCmd::Reset(a) => {
+            let mut st = StateStore::open(&dir)?;
+            st.recover(&out)?;
+            reset(&mut st, a.user.as_deref(), a.to.as_deref(), &a.namespace)?;
         }
     }
-}
-
-struct Failure {
-    code: i32,
-    message: String,
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl From<crate::state::StateError> for Failure {
-    fn from(e: crate::state::StateError) -> Self {
-        Failure {
-            code: 6,
-            message: e.to_string(),
-        }
-    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn show(
@@ -94,7 +73,7 @@ fn show(
     user: Option<&str>,
     runs: usize,
     json: bool,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let streams = st.stream_stats()?;
     let marks = st.watermark_summaries()?;
     let history = st.runs(None, runs)?;
@@ -102,12 +81,46 @@ fn show(
         Some(u) => Some(st.user_watermarks(u)?),
         None => None,
     };
+    let view = View {
+        out,
+        user,
+        streams: &streams,
+        marks: &marks,
+        user_marks: user_marks.as_deref(),
+        history: &history,
+    };
     if json {
+        return show_json(st, &view);
+    }
+    show_text(st, &view);
+    Ok(())
+}
+
+/// What `state show` shows.
+struct View<'a> {
+    out: &'a std::path::Path,
+    user: Option<&'a str>,
+    streams: &'a [crate::state::StreamStats],
+    marks: &'a [crate::state::WatermarkSummary],
+    user_marks: Option<&'a [crate::state::UserWatermark]>,
+    history: &'a [crate::state::RunRecord],
+}
+
+fn show_json(st: &StateStore, view: &View<'_>) -> Result<(), Error> {
+    let View {
+        out,
+        user,
+        streams,
+        marks,
+        user_marks,
+        history,
+    } = *view;
+    {
         let runs_json: Vec<serde_json::Value> = history
             .iter()
             .map(|r| {
                 serde_json::json!({
-                    "run_id": r.run_id, "namespace": r.namespace, "status": r.status,
+                    "run_id": r.run_id, "namespace": r.namespace, "status": shown_status(st, r),
                     "started_at": rfc3339_ms(r.started_ms),
                     "finished_at": r.finished_ms.map(rfc3339_ms),
                     "report": r.report.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()),
@@ -120,8 +133,19 @@ fn show(
             "runs": runs_json,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(());
+        Ok(())
     }
+}
+
+fn show_text(st: &StateStore, view: &View<'_>) {
+    let View {
+        out,
+        user,
+        streams,
+        marks,
+        user_marks,
+        history,
+    } = *view;
     println!(
         "state      {} (output {})",
         st.path().display(),
@@ -130,7 +154,7 @@ fn show(
     if streams.is_empty() {
         println!("files      none");
     }
-    for s in &streams {
+    for s in streams {
         println!(
             "files      {}: {} files, {} rows, {}",
             s.stream,
@@ -142,7 +166,7 @@ fn show(
     if marks.is_empty() {
         println!("watermarks none (no incremental run yet)");
     }
-    for m in &marks {
+    for m in marks {
         println!(
             "watermarks {}: {} users, from {} to {}",
             m.namespace,
@@ -151,7 +175,7 @@ fn show(
             m.max_end_ms.map(rfc3339_ms).unwrap_or_default()
         );
     }
-    if let (Some(u), Some(list)) = (user, &user_marks) {
+    if let (Some(u), Some(list)) = (user, user_marks) {
         if list.is_empty() {
             println!(
                 "user       {u}: no watermark (a new user: the next incremental run exports their full history)"
@@ -171,7 +195,7 @@ fn show(
         }
     }
     println!("runs       {} most recent:", history.len());
-    for r in &history {
+    for r in history {
         let rep: Option<serde_json::Value> = r
             .report
             .as_deref()
@@ -189,11 +213,10 @@ fn show(
             "  {}  {:<22} {:<22} {}  {secs:.1} s  {msgs} messages, {rejects} rejected, {skipped} cells skipped",
             r.run_id,
             r.namespace.chars().take(22).collect::<String>(),
-            r.status,
+            shown_status(st, r),
             rfc3339_ms(r.started_ms)
         );
     }
-    Ok(())
 }
 
 fn reset(
@@ -201,17 +224,20 @@ fn reset(
     user: Option<&str>,
     to: Option<&str>,
     namespace: &str,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let to_ms = match to {
         Some(t) => Some(
-            parse_user_instant(t, crate::time::now_ms()).map_err(|e| Failure {
-                code: 2,
-                message: format!("--to: {e}"),
-            })?,
+            parse_user_instant(t, crate::time::now_ms())
+                .map_err(|e| Error::Usage(format!("--to: {e}")))?,
         ),
         None => None,
     };
     let n = st.reset_watermarks(namespace, user, to_ms)?;
+    if n == 0 {
+        let whose = user.map_or("any user".to_owned(), |u| format!("user {u}"));
+        println!("state reset [{namespace}]: no watermark of {whose}; nothing changed");
+        return Ok(());
+    }
     let what = match (user, to_ms) {
         (Some(u), Some(t)) => format!("moved the watermark of {u} back to {}", rfc3339_ms(t)),
         (Some(u), None) => format!("removed the watermark of {u} (full history next run)"),
@@ -222,4 +248,15 @@ fn reset(
         "state reset [{namespace}]: {what}; rows already written are replaced, not duplicated, when re-exported"
     );
     Ok(())
+}
+
+/// A run's status as shown: `running` only if a run holds the store now; a run recorded
+/// `running` while nothing holds the lock was killed (or its machine lost), and shows as
+/// `crashed` (the next run with the same parameters resumes it).
+fn shown_status<'a>(st: &StateStore, r: &'a crate::state::RunRecord) -> &'a str {
+    if r.status == "running" && st.holds_lock() {
+        "crashed"
+    } else {
+        &r.status
+    }
 }

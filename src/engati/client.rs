@@ -5,7 +5,7 @@
 //! all tasks), then holds one of `concurrency` permits while it is in flight (body included).
 //! Failed attempts are classified by [`ApiError::is_retryable`] and retried with exponential
 //! backoff and full jitter (`backon`), honouring `Retry-After` on 429, up to `max_retries`
-//! retries. The key is sent as `Authorization: Basic <key>` exactly as given (engati-api.md,
+//! retries. The key is sent as `Authorization: Basic <key>` exactly as given (docs/engati-api.md,
 //! "Auth"), in a header marked sensitive; it never appears in a URL, a log line or an error.
 
 use std::num::NonZeroU32;
@@ -14,16 +14,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::RngExt;
 use reqwest::Url;
-use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION};
 use tokio::sync::Semaphore;
 
 use super::error::{ApiError, RequestError};
-use super::wire::{self, UsersKeys, WireUser};
+use super::wire::{self, UsersKeys};
+use crate::model::User;
 use crate::secret::Secret;
 
 /// Client settings (validated by `config`).
@@ -85,6 +85,11 @@ impl RequestStats {
     /// Responses by exact HTTP status.
     pub fn by_status(&self) -> std::collections::BTreeMap<u16, u64> {
         self.status_counts.lock().expect("stats lock").clone()
+    }
+
+    /// True once any response (whatever its status) was received.
+    pub fn answered(&self) -> bool {
+        self.by_status.iter().any(|a| a.load(Ordering::Relaxed) > 0)
     }
 
     /// All attempts: responses plus transport errors.
@@ -241,12 +246,12 @@ impl Client {
         url
     }
 
-    /// Users API: the users whose attribute `name` equals `value` (engati-api.md, "Users API").
+    /// Users API: the users whose attribute `name` equals `value` (docs/engati-api.md, "Users API").
     ///
     /// # Errors
     /// [`RequestError`] after retries, or at once for non-retryable errors (401/403, 400,
     /// unknown body shape).
-    pub async fn users(&self, name: &str, value: &str) -> Result<Vec<WireUser>, RequestError> {
+    pub async fn users(&self, name: &str, value: &str) -> Result<Vec<User>, RequestError> {
         let mut url = self.url(&["users"]);
         url.query_pairs_mut()
             .append_pair("attribute_name", name)
@@ -297,6 +302,7 @@ impl Client {
                     return Err(self.decode_failed(wire::DecodeError::Syntax {
                         detail: format!("invalid UTF-8: {e}"),
                         len: body.len(),
+                        truncated: e.error_len().is_none(),
                     }));
                 }
             };
@@ -326,24 +332,25 @@ impl Client {
             .acquire()
             .await
             .expect("the semaphore is never closed");
+        tracing::debug!(url = %url, "Request.");
         let mut resp = inner
             .http
             .get(url.clone())
             .header(AUTHORIZATION, inner.auth.clone())
             .send()
             .await
-            .map_err(|e| {
-                inner.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
-                ApiError::from_transport(&e)
-            })?;
+            .map_err(|e| self.transport_failed(url, &e))?;
         let status = resp.status().as_u16();
         inner.stats.record_status(status);
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let headers = resp.headers();
+        let retry_after = crate::retry::retry_after(headers, std::time::SystemTime::now());
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (location, content_type) = (header(LOCATION), header(CONTENT_TYPE));
         // Into an exactly sized buffer of our own: a chunk handed up by the HTTP client can
         // share (and so keep alive) a read buffer several times its size, and pages wait in
         // the lookahead, so what they pin would escape the byte budget.
@@ -352,10 +359,7 @@ impl Client {
             match resp.chunk().await {
                 Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
                 Ok(None) => break,
-                Err(e) => {
-                    inner.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(ApiError::from_transport(&e));
-                }
+                Err(e) => return Err(self.transport_failed(url, &e)),
             }
         }
         let body = Bytes::from(buf);
@@ -363,11 +367,41 @@ impl Client {
             .stats
             .bytes
             .fetch_add(body.len() as u64, Ordering::Relaxed);
-        if (200..300).contains(&status) {
-            Ok(body)
-        } else {
-            Err(ApiError::from_status(status, retry_after, &body))
+        if !(200..300).contains(&status) {
+            return Err(ApiError::from_status(
+                status,
+                retry_after,
+                location,
+                url.as_str(),
+                &body,
+            ));
         }
+        if let Some(e) = not_json(status, content_type, &body, url) {
+            return Err(e);
+        }
+        Ok(body)
+    }
+
+    /// A transport failure: `Unreachable` (not retried) when nothing has answered yet in this
+    /// run, since a refused connection or an unknown host on the first request is almost
+    /// always a wrong URL.
+    fn transport_failed(&self, url: &Url, e: &reqwest::Error) -> ApiError {
+        let stats = &self.inner.stats;
+        stats.transport_errors.fetch_add(1, Ordering::Relaxed);
+        let err = ApiError::from_transport(e);
+        if err.is_connect() && !stats.answered() {
+            let message = match err {
+                ApiError::Transport { message, .. } => message,
+                _ => String::new(),
+            };
+            let mut shown = url.clone();
+            shown.set_query(None);
+            return ApiError::Unreachable {
+                url: shown.to_string(),
+                message,
+            };
+        }
+        err
     }
 
     async fn with_retry<T, Fut>(
@@ -392,21 +426,18 @@ impl Client {
         let cfg = &self.inner.config;
         let stats = &self.inner.stats;
         let attempts = std::sync::atomic::AtomicU32::new(1);
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(cfg.backoff_min)
-            .with_max_delay(cfg.backoff_max)
-            .with_max_times(cfg.max_retries);
+        let backoff = crate::retry::backoff(cfg.backoff_min, cfg.backoff_max, cfg.max_retries);
         let result = op
             .retry(backoff)
             .when(ApiError::is_retryable)
             .adjust(|err: &ApiError, delay| {
                 let delay = delay?;
-                Some(retry_delay(delay, err.retry_after()))
+                Some(crate::retry::delay(delay, err.retry_after()))
             })
             .notify(|err: &ApiError, delay| {
                 attempts.fetch_add(1, Ordering::Relaxed);
                 stats.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %err, delay_ms = delay.as_millis() as u64, "Retrying request.");
+                tracing::info!(error = %err, delay_ms = delay.as_millis() as u64, "Retrying request after a backoff.");
             })
             .await;
         result.map_err(|source| RequestError {
@@ -434,34 +465,32 @@ fn what_or(user: &str) -> String {
     format!("Conversations API, user {user}")
 }
 
-/// The wait before the next attempt: full jitter (uniform in `[0, backoff]`, AWS's "full
-/// jitter") unless the server asked for `Retry-After`, which is honoured with up to 10% added
-/// so that throttled tasks do not return in lockstep.
-pub fn retry_delay(backoff: Duration, retry_after: Option<Duration>) -> Duration {
-    let mut rng = rand::rng();
-    match retry_after {
-        Some(ra) => {
-            let extra_ms = (ra.as_millis() as u64 / 10).max(1);
-            ra + Duration::from_millis(rng.random_range(0..=extra_ms))
-        }
-        None => {
-            let ms = backoff.as_millis() as u64;
-            Duration::from_millis(rng.random_range(0..=ms))
-        }
+/// A 2xx body that is certainly not JSON: a content type that is not JSON, or a first byte
+/// that cannot start JSON (an HTML page). A JSON body cut short is left to the parser (and
+/// retried).
+fn not_json(status: u16, content_type: Option<String>, body: &[u8], url: &Url) -> Option<ApiError> {
+    let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
+    let json_type = content_type
+        .as_deref()
+        .is_none_or(|t| t.to_ascii_lowercase().contains("json"));
+    let json_start = first.is_none_or(|b| {
+        matches!(
+            b,
+            b'{' | b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9'
+        )
+    });
+    if json_type && json_start {
+        return None;
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_is_a_floor_and_backoff_is_fully_jittered() {
-        for _ in 0..200 {
-            let d = retry_delay(Duration::from_millis(800), None);
-            assert!(d <= Duration::from_millis(800));
-            let d = retry_delay(Duration::from_millis(100), Some(Duration::from_secs(2)));
-            assert!(d >= Duration::from_secs(2) && d <= Duration::from_millis(2200));
-        }
-    }
+    let head: String = String::from_utf8_lossy(&body[..body.len().min(200)])
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(80)
+        .collect();
+    Some(ApiError::NotJson {
+        status,
+        content_type,
+        head,
+        url: url.to_string(),
+    })
 }

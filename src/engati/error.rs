@@ -1,6 +1,6 @@
 //! `ApiError`: what went wrong talking to the Engati API, classified once, here.
 //!
-//! Rules (engati-api.md, "Errors"; design.md, "Retry is a policy"): key on the HTTP status
+//! Rules (docs/engati-api.md, "Errors"; design.md, "Retry is a policy"): key on the HTTP status
 //! first and read bodies loosely. 429 (honouring `Retry-After`), 408, 5xx, timeouts, connection
 //! errors and truncated/garbled 200 bodies are retryable; 400 (codes 1002/1003/1004), 401,
 //! 403, 404 and a well-formed body of an unknown shape are not.
@@ -29,8 +29,51 @@ pub enum ApiError {
         status: u16,
     },
     /// 404: no such route.
-    #[error("HTTP 404 Not Found: no such route on this server; check `base_url` / `provider`")]
-    NotFound,
+    #[error(
+        "HTTP 404 Not Found for {url}: no such route on this server; check `base_url` / `provider`"
+    )]
+    NotFound {
+        /// The URL asked (no secret: the key travels in a header).
+        url: String,
+    },
+    /// 301, 302, 307, 308: the server points elsewhere (never followed: the key must not be
+    /// sent to another host).
+    #[error(
+        "HTTP {status} redirect to {}: the API is not at base_url; set base_url to the API's address",
+        .location.as_deref().unwrap_or("(no Location header)")
+    )]
+    Redirect {
+        /// The status.
+        status: u16,
+        /// The `Location` header.
+        location: Option<String>,
+    },
+    /// A 2xx answer that is not JSON (an HTML page: a wrong base URL, a login portal).
+    #[error(
+        "HTTP {status} from {url} is not JSON (content-type {}; starts with `{head}`): base_url probably points at a web page, not the API",
+        .content_type.as_deref().unwrap_or("none")
+    )]
+    NotJson {
+        /// The status.
+        status: u16,
+        /// The `Content-Type` header.
+        content_type: Option<String>,
+        /// The first bytes of the body, as text (at most 80 characters).
+        head: String,
+        /// The URL asked.
+        url: String,
+    },
+    /// The server could not be reached on the run's first contact (refused, unknown host):
+    /// almost always a wrong URL, so not retried.
+    #[error(
+        "cannot reach {url}: {message}; check base_url / provider (nothing answered on this run's first request)"
+    )]
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// The transport's message.
+        message: String,
+    },
     /// 429: throttled.
     #[error("HTTP 429 Too Many Requests{}", retry_after_text(.retry_after))]
     Throttled {
@@ -99,6 +142,17 @@ fn retry_after_text(d: &Option<Duration>) -> String {
 }
 
 impl ApiError {
+    /// True for a connection that could not be made (refused, unknown host, unreachable).
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Transport {
+                kind: "connection error",
+                ..
+            }
+        )
+    }
+
     /// True when another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -118,8 +172,14 @@ impl ApiError {
         }
     }
 
-    /// Classifies a non-2xx response.
-    pub fn from_status(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Self {
+    /// Classifies a non-2xx response to `url` (`location`: its `Location` header).
+    pub fn from_status(
+        status: u16,
+        retry_after: Option<Duration>,
+        location: Option<String>,
+        url: &str,
+        body: &[u8],
+    ) -> Self {
         match status {
             400 => {
                 let b = ErrorBody::parse(body);
@@ -130,7 +190,10 @@ impl ApiError {
                 }
             }
             401 | 403 => ApiError::Auth { status },
-            404 => ApiError::NotFound,
+            404 => ApiError::NotFound {
+                url: url.to_owned(),
+            },
+            301 | 302 | 303 | 307 | 308 => ApiError::Redirect { status, location },
             429 => ApiError::Throttled { retry_after },
             408 | 500..=599 => ApiError::Server { status },
             _ => ApiError::Unexpected { status },
@@ -182,23 +245,29 @@ fn attempts_text(attempts: u32) -> String {
 mod tests {
     use super::*;
 
+    impl ApiError {
+        fn from_status_test(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Self {
+            ApiError::from_status(status, retry_after, None, "http://h/x", body)
+        }
+    }
+
     #[test]
     fn classification_matches_the_contract() {
-        assert!(!ApiError::from_status(400, None, b"").is_retryable());
-        assert!(!ApiError::from_status(401, None, b"").is_retryable());
-        assert!(!ApiError::from_status(403, None, b"").is_retryable());
-        assert!(!ApiError::from_status(404, None, b"").is_retryable());
-        assert!(ApiError::from_status(429, None, b"").is_retryable());
-        assert!(ApiError::from_status(500, None, b"<html>").is_retryable());
-        assert!(ApiError::from_status(503, None, b"").is_retryable());
-        assert!(ApiError::from_status(408, None, b"").is_retryable());
-        let t = ApiError::from_status(429, Some(Duration::from_secs(3)), b"");
+        assert!(!ApiError::from_status_test(400, None, b"").is_retryable());
+        assert!(!ApiError::from_status_test(401, None, b"").is_retryable());
+        assert!(!ApiError::from_status_test(403, None, b"").is_retryable());
+        assert!(!ApiError::from_status_test(404, None, b"").is_retryable());
+        assert!(ApiError::from_status_test(429, None, b"").is_retryable());
+        assert!(ApiError::from_status_test(500, None, b"<html>").is_retryable());
+        assert!(ApiError::from_status_test(503, None, b"").is_retryable());
+        assert!(ApiError::from_status_test(408, None, b"").is_retryable());
+        let t = ApiError::from_status_test(429, Some(Duration::from_secs(3)), b"");
         assert_eq!(t.retry_after(), Some(Duration::from_secs(3)));
     }
 
     #[test]
     fn rejections_name_the_code_and_the_fix() {
-        let e = ApiError::from_status(
+        let e = ApiError::from_status_test(
             400,
             None,
             br#"{"status":{"code":1004,"desc":"INVALID_PAGE_NUMBER"},"error_details":"bad page"}"#,
@@ -210,7 +279,7 @@ mod tests {
                 && text.contains("page_size"),
             "{text}"
         );
-        let e = ApiError::from_status(400, None, br#"{"status":{"code":1002}}"#);
+        let e = ApiError::from_status_test(400, None, br#"{"status":{"code":1002}}"#);
         assert!(e.to_string().contains("bot_key"));
     }
 }

@@ -1,13 +1,46 @@
-//! Everything that knows the Engati wire format and how to talk to it (engati-api.md).
+//! Everything that knows the Engati wire format and how to talk to it
+//! (`docs/engati-api.md`).
 //!
 //! - [`provider`]: brands and their base URLs;
 //! - [`client`]: HTTP, auth, limits, retries;
+//! - [`conversations`]: one (user, window)'s pages as a stream, with the stop rules;
 //! - [`error`]: [`ApiError`](error::ApiError) and its retry classification;
 //! - [`wire`]: the JSON shapes, read tolerantly;
 //! - [`users`]: the user list (Users API or a users file).
 
 pub mod client;
+pub mod conversations;
 pub mod error;
 pub mod provider;
 pub mod users;
 pub mod wire;
+
+use std::path::PathBuf;
+
+use self::client::ClientConfig;
+use self::provider::Provider;
+use self::users::AttributeFilter;
+
+/// Where the users come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsersSource {
+    /// Users API, one call per filter, a union.
+    Filters(Vec<AttributeFilter>),
+    /// A file of channel-user ids (no Users API call).
+    File(PathBuf),
+}
+
+/// The source of a run, validated (`config::source`): which tenant, which users, how to call.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    /// The brand (names the `provider` column).
+    pub provider: Provider,
+    /// HTTP client settings; its `api_key` is empty until read (`config::read_key`).
+    pub client: ClientConfig,
+    /// The key file, if the key is not in `ENGATI_API_KEY`.
+    pub api_key_file: Option<PathBuf>,
+    /// Which users.
+    pub users: UsersSource,
+    /// Messages per request, 1..=500.
+    pub page_size: u32,
+}

@@ -1,10 +1,12 @@
-//! Provider presets: the brands that sell the same API on other hosts (engati-api.md, "Brands").
+//! Provider presets: the brands that sell the same API on other hosts (docs/engati-api.md, "Brands").
 
 use std::fmt;
 use std::str::FromStr;
 
 /// A brand of the Engati API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Provider {
     /// `https://api.engati.ai/` (current).

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use super::client::Client;
 use super::error::RequestError;
+use crate::model::User;
 
-/// `NAME=VALUE`: users whose attribute `NAME` equals `VALUE` (engati-api.md, "Users API").
+/// `NAME=VALUE`: users whose attribute `NAME` equals `VALUE` (docs/engati-api.md, "Users API").
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AttributeFilter {
     /// Attribute name.
@@ -41,49 +42,87 @@ impl std::str::FromStr for AttributeFilter {
     }
 }
 
-/// A user to export.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserSpec {
-    /// Channel-user id (path parameter of the Conversations API).
+/// Longest channel-user id accepted, bytes (WhatsApp ids are phone numbers; other channels use
+/// UUIDs or e-mail addresses).
+pub const MAX_USER_ID_BYTES: usize = 256;
+
+/// Checks that `id` can be sent as the Conversations API's path segment and reach exactly
+/// that user's endpoint: not empty, at most [`MAX_USER_ID_BYTES`], no control character, and
+/// not `.` or `..` (which a URL resolves as path navigation). Every other character is
+/// percent-encoded on the wire.
+///
+/// # Errors
+/// Why the id is refused.
+pub fn check_user_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the id is empty".into());
+    }
+    if id.len() > MAX_USER_ID_BYTES {
+        return Err(format!(
+            "the id is {} bytes long (at most {MAX_USER_ID_BYTES})",
+            id.len()
+        ));
+    }
+    if id == "." || id == ".." {
+        return Err("`.` and `..` cannot be a URL path segment".into());
+    }
+    if id.chars().any(char::is_control) {
+        return Err("the id contains a control character".into());
+    }
+    Ok(())
+}
+
+/// An id as messages show it: at most 40 characters.
+pub fn shown_id(id: &str) -> String {
+    if id.chars().count() <= 40 {
+        return id.to_owned();
+    }
+    let head: String = id.chars().take(40).collect();
+    format!("{head}… ({} bytes)", id.len())
+}
+
+/// A user the Users API listed that cannot be exported, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RejectedUser {
+    /// The id, shortened to 40 characters.
     pub channel_user_id: String,
-    /// Channel, when known.
-    pub channel: Option<String>,
-    /// Display name, when known.
-    pub user_name: Option<String>,
-    /// Attributes, as the API listed them.
-    pub attributes: Vec<(String, String)>,
-    /// The filters that matched (`NAME=VALUE`), in filter order.
-    pub matched_filters: Vec<String>,
+    /// Why.
+    pub reason: String,
 }
 
 /// Lists users matching any of `filters` (a union; each user once, first listing wins for its
-/// fields; `matched_filters` collects every filter that listed them). Sorted by id.
+/// fields; `matched_filters` collects every filter that listed them), sorted by id; and the
+/// listed users whose id cannot be exported ([`check_user_id`]).
 ///
 /// # Errors
 /// The first [`RequestError`] of a Users API call.
 pub async fn list_users(
     client: &Client,
     filters: &[AttributeFilter],
-) -> Result<Vec<UserSpec>, RequestError> {
-    let mut by_id: BTreeMap<String, UserSpec> = BTreeMap::new();
+) -> Result<(Vec<User>, Vec<RejectedUser>), RequestError> {
+    let mut by_id: BTreeMap<String, User> = BTreeMap::new();
+    let mut rejected: BTreeMap<String, RejectedUser> = BTreeMap::new();
     for f in filters {
         for u in client.users(&f.name, &f.value).await? {
-            let entry = by_id
-                .entry(u.channel_user_id.clone())
-                .or_insert_with(|| UserSpec {
-                    channel_user_id: u.channel_user_id,
-                    channel: u.channel,
-                    user_name: u.user_name,
-                    attributes: u.attributes,
-                    matched_filters: Vec::new(),
+            if let Err(reason) = check_user_id(&u.channel_user_id) {
+                let channel_user_id = shown_id(&u.channel_user_id);
+                rejected.entry(u.channel_user_id).or_insert(RejectedUser {
+                    channel_user_id,
+                    reason,
                 });
+                continue;
+            }
+            let entry = by_id.entry(u.channel_user_id.clone()).or_insert(u);
             let label = f.to_string();
             if !entry.matched_filters.contains(&label) {
                 entry.matched_filters.push(label);
             }
         }
     }
-    Ok(by_id.into_values().collect())
+    Ok((
+        by_id.into_values().collect(),
+        rejected.into_values().collect(),
+    ))
 }
 
 /// Why a users file could not be read.
@@ -107,6 +146,18 @@ pub enum UsersFileError {
         /// What is wrong.
         message: String,
     },
+    /// An id that cannot be exported ([`check_user_id`]).
+    #[error("users file {path}, line {line}: channel-user id `{id}`: {reason}")]
+    BadId {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// The id, shortened.
+        id: String,
+        /// Why.
+        reason: String,
+    },
     /// No id in the file.
     #[error(
         "users file {path} lists no channel-user ids (one id per line, or a CSV with a `channel_user_id` column)"
@@ -126,7 +177,7 @@ const ID_HEADERS: [&str; 5] = ["channel_user_id", "channeluserid", "user_id", "p
 ///
 /// # Errors
 /// [`UsersFileError`] naming the file and line.
-pub fn read_users_file(path: &Path) -> Result<Vec<UserSpec>, UsersFileError> {
+pub fn read_users_file(path: &Path) -> Result<Vec<User>, UsersFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| UsersFileError::Io {
         path: path.to_owned(),
         source,
@@ -140,7 +191,7 @@ pub fn read_users_file(path: &Path) -> Result<Vec<UserSpec>, UsersFileError> {
     let mut id_col = 0usize;
     let mut channel_col = None;
     let mut name_col = None;
-    let mut by_id: BTreeMap<String, UserSpec> = BTreeMap::new();
+    let mut by_id: BTreeMap<String, User> = BTreeMap::new();
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| UsersFileError::Csv {
             path: path.to_owned(),
@@ -162,12 +213,20 @@ pub fn read_users_file(path: &Path) -> Result<Vec<UserSpec>, UsersFileError> {
         if id.is_empty() {
             continue;
         }
+        if let Err(reason) = check_user_id(id) {
+            return Err(UsersFileError::BadId {
+                path: path.to_owned(),
+                line: rec.position().map_or(0, |p| p.line()),
+                id: shown_id(id),
+                reason,
+            });
+        }
         let get = |c: Option<usize>| {
             c.and_then(|c| rec.get(c))
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         };
-        by_id.entry(id.to_owned()).or_insert_with(|| UserSpec {
+        by_id.entry(id.to_owned()).or_insert_with(|| User {
             channel_user_id: id.to_owned(),
             channel: get(channel_col),
             user_name: get(name_col),

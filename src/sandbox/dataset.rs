@@ -3,7 +3,7 @@
 //! Each user's history is generated from their own ChaCha8 stream (seed, user index), so a user
 //! looks the same whatever the number of users. Conversations come from the vendored corpus
 //! (real human chats, 28 languages) and are mixed with the bot-side message types of the
-//! contract (engati-api.md): OPTIONS lists (with emoji), FILE_RECEIVED with a `file` object,
+//! contract (docs/engati-api.md): OPTIONS lists (with emoji), FILE_RECEIVED with a `file` object,
 //! AGENT_PARTICIPATION_STATUS with HTML inside a JSON string, agent replies with HTML, media
 //! types, unknown types, timestamps in every documented form and offset, 20 KB messages,
 //! several messages in the same millisecond (some identical), and messages exactly on UTC
@@ -168,7 +168,7 @@ impl StoredMessage {
     }
 }
 
-/// A message as JSON on the wire (field order as in engati-api.md).
+/// A message as JSON on the wire (field order as in docs/engati-api.md).
 #[derive(Serialize)]
 pub struct WireView<'a> {
     sender: &'static str,
@@ -495,30 +495,32 @@ fn make_history(
     out
 }
 
-fn session(
-    cfg: &DataConfig,
-    lang: &str,
-    corpus: &'static [Conversation],
-    rng: &mut ChaCha8Rng,
-    start: i64,
-    out: &mut Vec<StoredMessage>,
-) {
-    let conv = pick_conversation(corpus, lang, rng);
-    let session_uuid: u128 = rng.random();
-    let ts_form = rng.random_range(0..TS_FORMS.len() as u8);
-    let push = |out: &mut Vec<StoredMessage>,
-                rng: &mut ChaCha8Rng,
-                ts_ms: i64,
-                sender: &'static str,
-                message_type: &'static str,
-                response: Cow<'static, str>,
-                file: Option<Box<FileInfo>>| {
+/// Appends the messages of one session to `out`: who spoke, when, what, in the session's
+/// timestamp form.
+struct SessionOut<'a> {
+    cfg: &'a DataConfig,
+    session_uuid: u128,
+    ts_form: u8,
+    out: &'a mut Vec<StoredMessage>,
+}
+
+impl SessionOut<'_> {
+    fn push(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        ts_ms: i64,
+        sender: &'static str,
+        message_type: &'static str,
+        response: Cow<'static, str>,
+        file: Option<Box<FileInfo>>,
+    ) {
+        let cfg = self.cfg;
         let malformed = cfg.malformed_rate > 0.0 && rng.random_bool(cfg.malformed_rate.min(1.0));
         let unknown =
             cfg.unknown_type_rate > 0.0 && rng.random_bool(cfg.unknown_type_rate.min(1.0));
-        out.push(StoredMessage {
+        self.out.push(StoredMessage {
             ts_ms,
-            ts_form: if malformed { MALFORMED } else { ts_form },
+            ts_form: if malformed { MALFORMED } else { self.ts_form },
             sender,
             message_type: if unknown {
                 if rng.random_bool(0.5) {
@@ -530,14 +532,118 @@ fn session(
                 message_type
             },
             response,
-            session_uuid,
+            session_uuid: self.session_uuid,
             file,
             extra_field: rng.random_bool(0.1),
         });
+    }
+
+    /// A customer's turn, sometimes with an uploaded file.
+    fn user_turn(&mut self, rng: &mut ChaCha8Rng, ts: i64, text: &'static str) {
+        let cfg = self.cfg;
+        let response: Cow<'static, str> =
+            if cfg.long_message_rate > 0.0 && rng.random_bool(cfg.long_message_rate.min(1.0)) {
+                Cow::Owned(long_paste(text, rng))
+            } else if rng.random_bool(0.08) {
+                Cow::Owned(format!("{text}{}", EMOJI[rng.random_range(0..EMOJI.len())]))
+            } else {
+                Cow::Borrowed(text)
+            };
+        self.push(rng, ts, "user", "TEXT", response, None);
+        if rng.random_bool(0.03) {
+            let n = rng.random_range(1..999u32);
+            let (name, mime, kind) = if rng.random_bool(0.7) {
+                (format!("IMG_{n:03}.jpeg"), "image/jpeg", "IMAGE")
+            } else {
+                (format!("invoice_{n}.pdf"), "application/pdf", "DOCUMENT")
+            };
+            let file = FileInfo {
+                url: format!(
+                    "https://files.engati.example/{name}-{:05X}.{}",
+                    rng.random_range(0..0xFFFFFu32),
+                    name.rsplit('.').next().unwrap_or("bin")
+                ),
+                mime_type: mime.to_owned(),
+                upload_type: kind.to_owned(),
+            };
+            let placeholder = Cow::Owned(format!("User uploaded {name} - [{mime}]"));
+            self.push(
+                rng,
+                ts + 1500,
+                "user",
+                "FILE_RECEIVED",
+                placeholder,
+                Some(Box::new(file)),
+            );
+        }
+    }
+
+    /// A bot's (or, once an agent joined, the agent's) turn: sometimes duplicated in the same
+    /// millisecond, sometimes followed by a media message.
+    fn bot_turn(&mut self, rng: &mut ChaCha8Rng, ts: i64, text: &'static str, agent: bool) {
+        let response: Cow<'static, str> = if agent && rng.random_bool(0.3) {
+            Cow::Owned(format!("<p>{}</p>", html_escape::encode_text(text)))
+        } else {
+            Cow::Borrowed(text)
+        };
+        let sender = if agent { "agent" } else { "bot" };
+        self.push(rng, ts, sender, "TEXT", response.clone(), None);
+        // The same bot message twice in one millisecond (an identical duplicate), or a
+        // different one in the same millisecond.
+        let roll = rng.random_range(0..100u32);
+        if roll < 2 {
+            self.push(rng, ts, sender, "TEXT", response, None);
+        } else if roll < 4 {
+            self.push(rng, ts, "bot", "OPTIONS", Cow::Borrowed(MENU[1]), None);
+        }
+        if rng.random_bool(0.02) {
+            let kind = ["IMAGE", "VIDEO", "AUDIO", "DOCUMENT"][rng.random_range(0..4)];
+            let url = format!(
+                "https://cdn.engati.example/media/{:08x}",
+                rng.random::<u32>()
+            );
+            self.push(rng, ts + 10, "bot", kind, Cow::Owned(url), None);
+        }
+    }
+
+    /// An agent joining the conversation (an AGENT_PARTICIPATION_STATUS event).
+    fn agent_joins(&mut self, rng: &mut ChaCha8Rng, ts: i64) {
+        let name = AGENTS[rng.random_range(0..AGENTS.len())];
+        let json = format!(
+            "{{\"agentId\":{},\"PARTICIPATION_MESSAGE\":\"<strong>{name}</strong> joined the conversation\"}}",
+            rng.random_range(1000..9999)
+        );
+        self.push(
+            rng,
+            ts,
+            "bot",
+            "AGENT_PARTICIPATION_STATUS",
+            Cow::Owned(json),
+            None,
+        );
+    }
+}
+
+fn session(
+    cfg: &DataConfig,
+    lang: &str,
+    corpus: &'static [Conversation],
+    rng: &mut ChaCha8Rng,
+    start: i64,
+    out: &mut Vec<StoredMessage>,
+) {
+    let conv = pick_conversation(corpus, lang, rng);
+    let session_uuid: u128 = rng.random();
+    let ts_form = rng.random_range(0..TS_FORMS.len() as u8);
+    let mut s = SessionOut {
+        cfg,
+        session_uuid,
+        ts_form,
+        out,
     };
     // The bot opens with a menu, at the session start (which may be exactly UTC midnight).
     let menu = MENU[rng.random_range(0..MENU.len())];
-    push(out, rng, start, "bot", "OPTIONS", Cow::Borrowed(menu), None);
+    s.push(rng, start, "bot", "OPTIONS", Cow::Borrowed(menu), None);
     let agent_from = if rng.random_bool(0.25) {
         Some(rng.random_range(0..conv.turns.len().max(1)))
     } else {
@@ -548,102 +654,16 @@ fn session(
         let ts = start + 1000 + *offset as i64 + rng.random_range(0..1000);
         last = last.max(ts);
         if agent_from == Some(i) {
-            let name = AGENTS[rng.random_range(0..AGENTS.len())];
-            let json = format!(
-                "{{\"agentId\":{},\"PARTICIPATION_MESSAGE\":\"<strong>{name}</strong> joined the conversation\"}}",
-                rng.random_range(1000..9999)
-            );
-            push(
-                out,
-                rng,
-                ts - 1,
-                "bot",
-                "AGENT_PARTICIPATION_STATUS",
-                Cow::Owned(json),
-                None,
-            );
+            s.agent_joins(rng, ts - 1);
         }
         if *speaker == 0 {
-            let response: Cow<'static, str> =
-                if cfg.long_message_rate > 0.0 && rng.random_bool(cfg.long_message_rate.min(1.0)) {
-                    Cow::Owned(long_paste(text, rng))
-                } else if rng.random_bool(0.08) {
-                    Cow::Owned(format!("{text}{}", EMOJI[rng.random_range(0..EMOJI.len())]))
-                } else {
-                    Cow::Borrowed(text.as_str())
-                };
-            push(out, rng, ts, "user", "TEXT", response, None);
-            if rng.random_bool(0.03) {
-                let n = rng.random_range(1..999u32);
-                let (name, mime, kind) = if rng.random_bool(0.7) {
-                    (format!("IMG_{n:03}.jpeg"), "image/jpeg", "IMAGE")
-                } else {
-                    (format!("invoice_{n}.pdf"), "application/pdf", "DOCUMENT")
-                };
-                let file = FileInfo {
-                    url: format!(
-                        "https://files.engati.example/{name}-{:05X}.{}",
-                        rng.random_range(0..0xFFFFFu32),
-                        name.rsplit('.').next().unwrap_or("bin")
-                    ),
-                    mime_type: mime.to_owned(),
-                    upload_type: kind.to_owned(),
-                };
-                push(
-                    out,
-                    rng,
-                    ts + 1500,
-                    "user",
-                    "FILE_RECEIVED",
-                    Cow::Owned(format!("User uploaded {name} - [{mime}]")),
-                    Some(Box::new(file)),
-                );
-            }
+            s.user_turn(rng, ts, text.as_str());
         } else {
-            let agent = agent_from.is_some_and(|a| i >= a);
-            let response: Cow<'static, str> = if agent && rng.random_bool(0.3) {
-                Cow::Owned(format!("<p>{}</p>", html_escape::encode_text(text)))
-            } else {
-                Cow::Borrowed(text.as_str())
-            };
-            push(
-                out,
-                rng,
-                ts,
-                if agent { "agent" } else { "bot" },
-                "TEXT",
-                response.clone(),
-                None,
-            );
-            // The same bot message twice in one millisecond (an identical duplicate), or a
-            // different one in the same millisecond.
-            let roll = rng.random_range(0..100u32);
-            if roll < 2 {
-                push(
-                    out,
-                    rng,
-                    ts,
-                    if agent { "agent" } else { "bot" },
-                    "TEXT",
-                    response,
-                    None,
-                );
-            } else if roll < 4 {
-                push(out, rng, ts, "bot", "OPTIONS", Cow::Borrowed(MENU[1]), None);
-            }
-            if rng.random_bool(0.02) {
-                let kind = ["IMAGE", "VIDEO", "AUDIO", "DOCUMENT"][rng.random_range(0..4)];
-                let url = format!(
-                    "https://cdn.engati.example/media/{:08x}",
-                    rng.random::<u32>()
-                );
-                push(out, rng, ts + 10, "bot", kind, Cow::Owned(url), None);
-            }
+            s.bot_turn(rng, ts, text.as_str(), agent_from.is_some_and(|a| i >= a));
         }
     }
     if rng.random_bool(0.3) {
-        push(
-            out,
+        s.push(
             rng,
             last + 5000,
             "bot",
@@ -653,7 +673,7 @@ fn session(
         );
         let stars = "⭐".repeat(rng.random_range(1..=5));
         let at = last + 9000 + rng.random_range(0..20_000);
-        push(out, rng, at, "user", "TEXT", Cow::Owned(stars), None);
+        s.push(rng, at, "user", "TEXT", Cow::Owned(stars), None);
     }
 }
 

@@ -1,6 +1,6 @@
 //! An Engati-compatible API server for the demo, the tests and the benchmarks.
 //!
-//! Faithful to engati-api.md: the same paths and parameters, `Authorization: Basic <key>`,
+//! Faithful to docs/engati-api.md: the same paths and parameters, `Authorization: Basic <key>`,
 //! Engati's 400 bodies (codes 1002/1003/1004), RFC 7807 bodies for 401/403/404, timestamp
 //! strings, the Users API's response variants (selectable), `page_number`/`page_size` paging,
 //! and a switch for each reading of the undocumented date bounds (`start_exclusive`,
@@ -30,7 +30,7 @@ use serde::Serialize;
 pub use dataset::{DataConfig, Dataset, SandboxUser, StoredMessage};
 pub use faults::{Fault, FaultConfig, Target};
 
-/// Where the Users API puts its list and the user id (engati-api.md, "Users API" variants).
+/// Where the Users API puts its list and the user id (docs/engati-api.md, "Users API" variants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UsersShape {
     /// `{"users": [...]}` (the decided default).

@@ -8,6 +8,8 @@ use clap::{Args, Subcommand};
 
 use super::config::SendSection;
 use crate::config::SourceSection;
+use crate::config::values::EnumParser;
+use crate::engati::provider::Provider;
 
 /// `send` subcommands.
 #[derive(Debug, Subcommand)]
@@ -31,8 +33,9 @@ pub enum SendCmd {
 #[derive(Debug, Clone, Default, Args)]
 pub struct SendSourceArgs {
     /// engati | engati-com | alertspanel | floatchat | technowiz | custom.
-    #[arg(long, value_name = "PROVIDER", env = "ENGATI_PROVIDER")]
-    pub provider: Option<String>,
+    #[arg(long, value_name = "PROVIDER", env = "ENGATI_PROVIDER",
+          value_parser = EnumParser::<Provider>::new("provider (--provider)"))]
+    pub provider: Option<Provider>,
     /// API base URL (required for technowiz and custom).
     #[arg(long, value_name = "URL", env = "ENGATI_BASE_URL")]
     pub base_url: Option<String>,

@@ -233,11 +233,8 @@ pub fn valid_campaign_id(id: &str) -> bool {
 /// Validates the tenant (`[source]` merged with flags). `sandbox`: the embedded sandbox fills
 /// it in later, so nothing is required.
 pub fn validate_source(s: &SourceSection, sandbox: bool, p: &mut Vec<String>) -> SourceSpec {
-    let provider = match s.provider.as_deref() {
-        Some(v) => v
-            .parse::<Provider>()
-            .map_err(|e| p.push(format!("provider (--provider): {e}")))
-            .unwrap_or(Provider::Custom),
+    let provider = match s.provider {
+        Some(v) => v,
         None if sandbox => Provider::Custom,
         None => {
             p.push("provider (--provider) is required: engati, engati-com, alertspanel, floatchat, technowiz or custom".into());
@@ -451,7 +448,7 @@ mod tests {
 
     fn source() -> SourceSection {
         SourceSection {
-            provider: Some("engati".into()),
+            provider: Some(crate::engati::provider::Provider::Engati),
             customer_id: Some("61179".into()),
             bot_key: Some("bb67e0773bed4c7e".into()),
             ..SourceSection::default()

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use futures::StreamExt;
+use futures_util::StreamExt;
 
 use super::breaker::{Breaker, Trip};
 use super::classify::Outcome;
@@ -128,7 +128,7 @@ impl Engine<'_> {
             Message::Broadcast { batch_size, .. } => *batch_size,
             _ => 1,
         };
-        let jobs = futures::stream::unfold(
+        let jobs = futures_util::stream::unfold(
             (0i64, Vec::<JobRow>::new(), false),
             move |(mut after, mut buf, mut done)| async move {
                 loop {
@@ -264,7 +264,7 @@ impl Engine<'_> {
         match delay {
             Some(d) if !self.control.stopping() => {
                 self.sender.note_retry();
-                tokio::time::sleep(crate::engati::client::retry_delay(d, retry_after)).await;
+                tokio::time::sleep(crate::retry::delay(d, retry_after)).await;
                 Some(
                     attempts
                         .iter()

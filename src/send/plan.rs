@@ -510,7 +510,7 @@ mod tests {
             ..extra
         };
         let src = crate::config::SourceSection {
-            provider: Some("engati".into()),
+            provider: Some(crate::engati::provider::Provider::Engati),
             customer_id: Some("1".into()),
             bot_key: Some("b".into()),
             ..Default::default()

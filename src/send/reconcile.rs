@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use futures::StreamExt;
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -200,7 +200,7 @@ pub async fn reconcile(
 ) -> Result<ReconcileStats, rusqlite::Error> {
     let rows = ledger::unknown_rows(store.connection(), campaign)?;
     let mut stats = ReconcileStats::default();
-    let checks = futures::stream::iter(rows.into_iter().filter_map(|r| {
+    let checks = futures_util::stream::iter(rows.into_iter().filter_map(|r| {
         let exp = Expectation::from_body(r.body.as_deref()?)?;
         Some((r, exp))
     }))

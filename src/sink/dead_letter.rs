@@ -1,11 +1,14 @@
-//! Dead-letter records: messages that could not be normalized, with the reason.
+//! Dead-letter records: messages that could not be normalized (and, for a CRM, items the CRM
+//! refused), with the reason.
 //!
 //! Written as JSON Lines to `OUT/_dead_letter/part-<unit>-<cell>.jsonl` (committed with the
 //! unit, so a re-run does not repeat them) or to stderr for `--out -`.
 
 use serde::Serialize;
 
-use crate::normalize::{Reject, Window};
+use super::CellRef;
+use crate::model::Window;
+use crate::normalize::Reject;
 
 /// One dead-letter line.
 #[derive(Debug, Serialize)]
@@ -39,4 +42,35 @@ pub fn encode(out: &mut Vec<u8>, run_id: &str, user: &str, window: Window, rejec
     };
     serde_json::to_writer(&mut *out, &line).expect("writing to a Vec cannot fail");
     out.push(b'\n');
+}
+
+/// A unit's dead letters: JSON lines and their count.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeadLetters {
+    /// The lines (each ends with `\n`).
+    pub lines: Vec<u8>,
+    /// How many.
+    pub rows: u64,
+}
+
+impl DeadLetters {
+    /// Adds the rejects of one cell.
+    pub fn push_rejects(&mut self, run_id: &str, cell: &CellRef, rejects: &[Reject]) {
+        for r in rejects {
+            encode(&mut self.lines, run_id, &cell.user, cell.window, r);
+            self.rows += 1;
+        }
+    }
+
+    /// Adds one line of any shape (a CRM refusal).
+    pub fn push_json(&mut self, line: &serde_json::Value) {
+        serde_json::to_writer(&mut self.lines, line).expect("writing to a Vec cannot fail");
+        self.lines.push(b'\n');
+        self.rows += 1;
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
 }

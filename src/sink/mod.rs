@@ -1,17 +1,30 @@
 //! Sinks: where normalized rows go, committed atomically.
 //!
-//! A sink runs on its own thread (encoding and file I/O stay off the async executor) and is
-//! driven by [`SinkMsg`]s in plan order: `BeginUnit`, the unit's pages, `EndUnit` (commit) or
-//! `AbortUnit`, and finally `WriteUsers`. The file sink ([`files`]) writes Hive-partitioned
-//! Parquet or JSONL under staged names, replaces re-exported rows ([`supersede`]) and commits
-//! each unit through the state store's journal; [`stdout`] streams JSONL to standard output.
+//! **The contract.** A sink implements [`Sink`]: a unit of work comes in
+//! ([`Sink::begin_unit`]), its rows arrive in batches in plan order ([`Sink::write`]), and the
+//! unit is committed ([`Sink::commit`]: the first `cells_done` cells and their dead letters
+//! become durable together with the state's record of them) or aborted ([`Sink::abort`]).
+//! [`runner::spawn`] drives any sink on its own thread (encoding, file and CRM I/O stay off
+//! the async executor) from the pipeline's [`SinkMsg`]s, buffers each unit's dead letters,
+//! keeps the counters and the [`SinkReport`]: a new sink is one file implementing the trait.
+//!
+//! The sinks: [`files`] (Hive-partitioned Parquet or JSONL through [`rotating`] writers,
+//! re-exported rows replaced by [`supersede`], each unit committed through the state store's
+//! journal), [`stdout`] (JSONL on standard output) and [`crm`] (transcripts on CRM contact
+//! timelines).
 
 pub mod crm;
 pub mod dead_letter;
+pub mod delta;
+mod durable;
 pub mod files;
 pub mod part;
+pub mod partitions;
+pub mod rotating;
+pub mod runner;
 pub mod stdout;
 pub mod supersede;
+mod users_table;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,15 +33,82 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow_array::RecordBatch;
 use serde::Serialize;
 
+pub use dead_letter::DeadLetters;
 pub use part::{Encoding, Format};
 
-use crate::engati::users::UserSpec;
-use crate::normalize::{Reject, Window};
+use crate::model::{User, Window};
+use crate::normalize::Reject;
 use crate::plan::UnitKey;
 use crate::schema::RowContext;
-use crate::state::{StateError, WatermarkMove};
+use crate::state::{StateError, StateStore, WatermarkMove};
 
-/// Sink failures (exit code 6).
+/// Where rows go, validated (`config::sink`).
+#[derive(Debug, Clone)]
+pub enum OutputSpec {
+    /// Files under a directory, with a state store.
+    Files(files::FilesSpec),
+    /// JSONL on stdout (no state).
+    Stdout,
+    /// A CRM (HubSpot or BottleCRM), with its ledger in the state store.
+    Crm(crm::CrmSpec),
+    /// A Delta Lake table (local or on object storage).
+    Delta(delta::DeltaSpec),
+}
+
+impl OutputSpec {
+    /// The local directory of the output (created before the run; the run report goes
+    /// there): the output directory, a CRM's dead-letter directory, a local Delta table, or a
+    /// remote table's state directory.
+    pub fn out_dir(&self) -> Option<&Path> {
+        match self {
+            OutputSpec::Files(f) => Some(&f.out_dir),
+            OutputSpec::Crm(c) => Some(&c.out_dir),
+            OutputSpec::Delta(d) if crate::storage::is_remote(&d.location) => Some(&d.state_dir),
+            OutputSpec::Delta(d) => Some(Path::new(&d.location)),
+            OutputSpec::Stdout => None,
+        }
+    }
+
+    /// The state directory, if the output keeps state.
+    pub fn state_dir(&self) -> Option<&Path> {
+        match self {
+            OutputSpec::Files(f) => Some(&f.state_dir),
+            OutputSpec::Crm(c) => Some(&c.state_dir),
+            OutputSpec::Delta(d) => Some(&d.state_dir),
+            OutputSpec::Stdout => None,
+        }
+    }
+
+    /// Where the output is, as the user named it (a directory, a URL, `-`).
+    pub fn location(&self) -> String {
+        match self {
+            OutputSpec::Delta(d) => d.location.clone(),
+            _ => self
+                .out_dir()
+                .map_or_else(|| "-".into(), |p| p.display().to_string()),
+        }
+    }
+
+    /// `parquet`, `jsonl`, `jsonl.gz`, `delta` or `crm:<crm>` (reports).
+    pub fn format_label(&self) -> String {
+        match self {
+            OutputSpec::Crm(c) => format!("crm:{}", c.kind.as_str()),
+            _ => self.format_key().into(),
+        }
+    }
+
+    /// The name that identifies the output format in a run's resume parameters.
+    pub fn format_key(&self) -> &'static str {
+        match self {
+            OutputSpec::Files(f) => f.encoding.extension(),
+            OutputSpec::Stdout => "jsonl",
+            OutputSpec::Crm(c) => c.kind.as_str(),
+            OutputSpec::Delta(_) => "delta",
+        }
+    }
+}
+
+/// Sink failures (exit code 6, except where noted).
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// File I/O.
@@ -65,7 +145,7 @@ pub enum SinkError {
         "{0} is not a file engati-etl can read back (edited by hand, or corrupt); move it out of the output directory and run again"
     )]
     Foreign(PathBuf),
-    /// Standard output was closed (e.g. piped into `head`).
+    /// Standard output was closed (e.g. piped into `head`): exit 0.
     #[error("standard output was closed")]
     OutputClosed,
     /// The sink thread stopped unexpectedly.
@@ -113,19 +193,18 @@ pub struct UnitInfo {
     pub cells: Vec<CellRef>,
 }
 
-/// Messages to a sink, in plan order.
+/// Messages to a sink's runner, in plan order.
 #[derive(Debug)]
 pub enum SinkMsg {
     /// A unit starts.
     BeginUnit(Arc<UnitInfo>),
-    /// Normalized rows of the unit (possibly of several cells), and rejected messages of
-    /// cell `cell` (index into `UnitInfo::cells`).
-    Page {
-        /// Cell of the rejects.
+    /// Normalized rows of the open unit (`messages` schema; possibly of several cells).
+    Rows(RecordBatch),
+    /// Messages of cell `cell` (index into `UnitInfo::cells`) that could not be normalized.
+    Rejects {
+        /// The cell.
         cell: u32,
-        /// Normalized rows (`messages` schema), in plan order.
-        rows: Option<RecordBatch>,
-        /// Rejected messages of `cell`.
+        /// The rejected messages.
         rejects: Vec<Reject>,
     },
     /// Commit the first `cells_done` cells of the unit (all of it, or fewer when stopping).
@@ -135,13 +214,100 @@ pub enum SinkMsg {
     },
     /// Drop what the unit wrote (a cell failed).
     AbortUnit,
-    /// Record these users and rewrite the `users` table.
+    /// Record these users (after the last unit).
     WriteUsers {
         /// The run's users.
-        users: Arc<Vec<UserSpec>>,
+        users: Arc<Vec<User>>,
         /// Shared column values.
         cx: RowContext,
     },
+}
+
+/// A file a commit put in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// Path relative to the output directory, `/`-separated.
+    pub path: String,
+    /// Size, bytes.
+    pub bytes: u64,
+}
+
+/// What a unit commit made durable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Message rows delivered.
+    pub rows: u64,
+    /// Dead-letter records written (the pipeline's rejects and the sink's own refusals).
+    pub rejects: u64,
+    /// Files put in place.
+    pub files: Vec<WrittenFile>,
+    /// Files of earlier runs removed or rewritten because their rows were re-exported.
+    pub files_replaced: u64,
+    /// Rows of earlier runs taken out.
+    pub rows_replaced: u64,
+}
+
+/// What a sink hands back when it ends.
+#[derive(Default)]
+pub struct SinkEnd {
+    /// The CRM section of the report (CRM sinks only).
+    pub crm: Option<crm::CrmReport>,
+    /// The state store, handed back to the pipeline to record the run.
+    pub state: Option<StateStore>,
+    /// Rows delivered that no commit counted (stdout: lines written before the pipe closed).
+    pub rows_uncommitted: u64,
+}
+
+/// A sink: one unit at a time, rows in batches, commit or abort, an outcome at the end. Called
+/// on the sink's own thread by [`runner::spawn`], in plan order.
+pub trait Sink: Send + 'static {
+    /// Called once on the sink's thread before the first message (open connections, resolve
+    /// what an interrupted run left pending).
+    ///
+    /// # Errors
+    /// [`SinkError`] when the sink cannot start.
+    fn start(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// A unit starts (the previous one was committed or aborted).
+    ///
+    /// # Errors
+    /// [`SinkError`] when the sink cannot take it.
+    fn begin_unit(&mut self, unit: Arc<UnitInfo>) -> Result<(), SinkError>;
+
+    /// Rows of the open unit (`messages` schema), in plan order; never empty.
+    ///
+    /// # Errors
+    /// [`SinkError`] for encoding or I/O failures.
+    fn write(&mut self, rows: RecordBatch) -> Result<(), SinkError>;
+
+    /// Makes the first `cells_done` cells of the open unit durable, with `dead` (the unit's
+    /// dead-letter lines, to which the sink may add its own), atomically with the state's record
+    /// of them. `cells_done` may be 0 (stopping before the first cell was finished).
+    ///
+    /// # Errors
+    /// [`SinkError`]; what the unit staged is then discarded by [`abort`](Self::abort).
+    fn commit(&mut self, cells_done: u32, dead: DeadLetters) -> Result<Committed, SinkError>;
+
+    /// Drops what the open unit wrote (staged files are deleted).
+    fn abort(&mut self);
+
+    /// The run's users, after its last unit. Returns the users table file written, if any, and
+    /// the number of users in it.
+    ///
+    /// # Errors
+    /// [`SinkError`] for state or file failures.
+    fn write_users(
+        &mut self,
+        _users: &[User],
+        _cx: &RowContext,
+    ) -> Result<Option<(WrittenFile, u64)>, SinkError> {
+        Ok(None)
+    }
+
+    /// Ends the sink.
+    fn finish(self: Box<Self>) -> SinkEnd;
 }
 
 /// Live counters for the progress bar.
@@ -177,37 +343,13 @@ fn watermark_moves(namespace: &str, cells: &[CellRef]) -> Vec<WatermarkMove> {
         .collect()
 }
 
-/// Writes a whole staged file (creating its directory) and fsyncs it.
-fn write_file(path: &Path, data: &[u8]) -> Result<(), SinkError> {
-    use std::io::Write;
-    let io = |action, source| SinkError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io("creating directory", e))?;
-    }
-    let mut f = std::fs::File::create(path).map_err(|e| io("creating", e))?;
-    f.write_all(data).map_err(|e| io("writing", e))?;
-    f.sync_all().map_err(|e| io("syncing", e))
-}
-
-/// Fsyncs the directories of `paths` (relative to `out_dir`), each once: staged files' entries
-/// must be durable before the journal refers to them.
-fn sync_parents<'a>(out_dir: &Path, paths: impl Iterator<Item = &'a str>) -> Result<(), SinkError> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for p in paths {
-        if let Some(d) = out_dir.join(p).parent()
-            && !dirs.iter().any(|x| x == d)
-        {
-            dirs.push(d.to_owned());
-        }
-    }
-    for d in dirs {
-        crate::state::sync_dir(&d)?;
-    }
-    Ok(())
+/// The first 8 alphanumerics of a run id: the suffix of staged file names.
+fn run8(run_id: &str) -> String {
+    run_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect()
 }
 
 /// What a sink did, for the run report.
@@ -236,4 +378,28 @@ pub struct SinkReport {
     /// CRM counts (CRM sinks only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crm: Option<crm::CrmReport>,
+}
+
+impl SinkReport {
+    /// Adds a file put in place.
+    fn add_file(&mut self, f: WrittenFile) {
+        self.files_written += 1;
+        self.bytes_written += f.bytes;
+        if self.files.len() < 1000 {
+            self.files.push(f.path);
+        }
+    }
+
+    /// Adds a unit's commit of `cells` cells.
+    fn add_commit(&mut self, c: Committed, cells: u64) {
+        self.rows_written += c.rows;
+        self.rejects_written += c.rejects;
+        self.units_committed += 1;
+        self.cells_committed += cells;
+        self.files_replaced += c.files_replaced;
+        self.rows_replaced += c.rows_replaced;
+        for f in c.files {
+            self.add_file(f);
+        }
+    }
 }

@@ -1,109 +1,35 @@
-//! `--out -`: messages as JSON Lines on standard output, rejects as JSON lines on stderr.
+//! `--out -`: messages as JSON Lines on standard output, dead letters as JSON lines on stderr.
 //!
-//! No files, no state, no atomicity: a stream for pipes (`| jq`, `| head`). A closed pipe
-//! stops the export cleanly ([`SinkError::OutputClosed`]).
+//! No files, no state, no atomicity: a stream for pipes (`| jq`, `| head`). Each unit's lines
+//! are flushed at its commit. A closed pipe stops the export cleanly
+//! ([`SinkError::OutputClosed`], exit 0).
 
-use std::io::Write;
+use std::io::{BufWriter, Stdout, Write};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use tokio::sync::mpsc;
+use arrow_array::RecordBatch;
+use arrow_json::writer::{LineDelimited, Writer};
 
-use super::part::jsonl_writer;
-use super::{SinkCounters, SinkError, SinkMsg, SinkReport, UnitInfo, dead_letter};
+use super::part::{json_ready, jsonl_writer};
+use super::{Committed, DeadLetters, Sink, SinkEnd, SinkError, UnitInfo};
 
-/// Starts the stdout sink thread.
-pub fn spawn(
-    run_id: String,
-    counters: Arc<SinkCounters>,
-    capacity: usize,
-) -> (
-    mpsc::Sender<SinkMsg>,
-    std::thread::JoinHandle<(SinkReport, Option<SinkError>)>,
-) {
-    let (tx, mut rx) = mpsc::channel::<SinkMsg>(capacity.max(1));
-    let handle = std::thread::Builder::new()
-        .name("engati-etl-stdout".into())
-        .spawn(move || {
-            let mut report = SinkReport::default();
-            let stdout = std::io::stdout().lock();
-            let mut writer = jsonl_writer(std::io::BufWriter::with_capacity(1 << 16, stdout));
-            let mut unit: Option<Arc<UnitInfo>> = None;
-            let mut pending_rows = 0u64;
-            let mut pending_rejects = 0u64;
-            let mut error = None;
-            while let Some(msg) = rx.blocking_recv() {
-                match msg {
-                    SinkMsg::BeginUnit(info) => unit = Some(info),
-                    SinkMsg::Page {
-                        cell,
-                        rows,
-                        rejects,
-                    } => {
-                        if let (Some(info), false) = (&unit, rejects.is_empty())
-                            && let Some(c) = info.cells.get(cell as usize)
-                        {
-                            let mut buf = Vec::new();
-                            for r in &rejects {
-                                dead_letter::encode(&mut buf, &run_id, &c.user, c.window, r);
-                            }
-                            let _ = std::io::stderr().write_all(&buf);
-                            pending_rejects += rejects.len() as u64;
-                        }
-                        if let Some(batch) = rows {
-                            let batch = match super::part::json_ready(&batch) {
-                                Ok(b) => b,
-                                Err(e) => {
-                                    error = Some(stdout_error(e));
-                                    break;
-                                }
-                            };
-                            if let Err(e) = writer.write(&batch) {
-                                error = Some(stdout_error(e));
-                                break;
-                            }
-                            pending_rows += batch.num_rows() as u64;
-                        }
-                    }
-                    SinkMsg::EndUnit { cells_done } => {
-                        if let Err(e) = writer.get_mut().flush() {
-                            error = Some(stdout_error(arrow_schema::ArrowError::IoError(
-                                e.to_string(),
-                                e,
-                            )));
-                            break;
-                        }
-                        report.rows_written += pending_rows;
-                        report.rejects_written += pending_rejects;
-                        report.cells_committed += u64::from(cells_done);
-                        report.units_committed += 1;
-                        counters.rows.fetch_add(pending_rows, Ordering::Relaxed);
-                        counters
-                            .cells
-                            .fetch_add(u64::from(cells_done), Ordering::Relaxed);
-                        counters
-                            .rejects
-                            .fetch_add(pending_rejects, Ordering::Relaxed);
-                        pending_rows = 0;
-                        pending_rejects = 0;
-                    }
-                    SinkMsg::AbortUnit | SinkMsg::WriteUsers { .. } => {}
-                }
-            }
-            if error.is_none() {
-                if let Err(e) = writer.finish() {
-                    error = Some(stdout_error(e));
-                } else if let Err(e) = writer.get_mut().flush() {
-                    error = Some(stdout_error(arrow_schema::ArrowError::IoError(
-                        e.to_string(),
-                        e,
-                    )));
-                }
-            }
-            (report, error)
-        })
-        .expect("spawning a thread");
-    (tx, handle)
+/// Rows written to stdout at a time.
+const SLICE_ROWS: usize = 64;
+
+/// The stdout sink.
+pub struct StdoutSink {
+    writer: Writer<BufWriter<Stdout>, LineDelimited>,
+    /// Rows written since the last commit.
+    pending_rows: u64,
+}
+
+impl Default for StdoutSink {
+    fn default() -> Self {
+        StdoutSink {
+            writer: jsonl_writer(BufWriter::with_capacity(1 << 16, std::io::stdout())),
+            pending_rows: 0,
+        }
+    }
 }
 
 fn stdout_error(e: arrow_schema::ArrowError) -> SinkError {
@@ -115,5 +41,55 @@ fn stdout_error(e: arrow_schema::ArrowError) -> SinkError {
             path: "<stdout>".into(),
             source: e,
         },
+    }
+}
+
+fn io_error(e: std::io::Error) -> SinkError {
+    stdout_error(arrow_schema::ArrowError::IoError(e.to_string(), e))
+}
+
+impl Sink for StdoutSink {
+    fn begin_unit(&mut self, _unit: Arc<UnitInfo>) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn write(&mut self, rows: RecordBatch) -> Result<(), SinkError> {
+        let batch = json_ready(&rows).map_err(stdout_error)?;
+        // Written and flushed a slice at a time: a reader that closed the pipe (`| head`) is
+        // noticed at once, and the rows that did get through are counted.
+        let mut at = 0;
+        while at < batch.num_rows() {
+            let n = SLICE_ROWS.min(batch.num_rows() - at);
+            self.writer
+                .write(&batch.slice(at, n))
+                .map_err(stdout_error)?;
+            self.writer.get_mut().flush().map_err(io_error)?;
+            self.pending_rows += n as u64;
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, _cells_done: u32, dead: DeadLetters) -> Result<Committed, SinkError> {
+        if !dead.is_empty() {
+            let _ = std::io::stderr().write_all(&dead.lines);
+        }
+        self.writer.get_mut().flush().map_err(io_error)?;
+        Ok(Committed {
+            rows: std::mem::take(&mut self.pending_rows),
+            rejects: dead.rows,
+            ..Committed::default()
+        })
+    }
+
+    fn abort(&mut self) {}
+
+    fn finish(mut self: Box<Self>) -> SinkEnd {
+        let _ = self.writer.finish();
+        let _ = self.writer.get_mut().flush();
+        SinkEnd {
+            rows_uncommitted: self.pending_rows,
+            ..SinkEnd::default()
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Who a chat user is in a CRM: the contact key (E.164 phone for WhatsApp users, else the
 //! email attribute) and the fields sent when a contact must be created.
 
-use crate::engati::users::UserSpec;
+use crate::model::User;
 
 /// What we know to find or create a user's contact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub fn normalize_phone(p: &str) -> Option<String> {
 }
 
 /// The contact a user stands for (`None` for neither phone nor email: cannot be matched).
-pub fn want(u: &UserSpec) -> Option<ContactWant> {
+pub fn want(u: &User) -> Option<ContactWant> {
     let phone = match u.channel.as_deref() {
         Some(c) if c.eq_ignore_ascii_case("whatsapp") => e164(&u.channel_user_id),
         None => e164(&u.channel_user_id),
@@ -84,8 +84,8 @@ pub fn want(u: &UserSpec) -> Option<ContactWant> {
 mod tests {
     use super::*;
 
-    fn user(id: &str, channel: &str, name: Option<&str>, email: Option<&str>) -> UserSpec {
-        UserSpec {
+    fn user(id: &str, channel: &str, name: Option<&str>, email: Option<&str>) -> User {
+        User {
             channel_user_id: id.into(),
             channel: Some(channel.into()),
             user_name: name.map(Into::into),

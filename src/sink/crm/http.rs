@@ -6,12 +6,11 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 
-use crate::engati::client::retry_delay;
 use crate::secret::Secret;
 
 /// Why a CRM call failed for good.
@@ -156,82 +155,28 @@ impl CrmHttp {
         body: Option<&serde_json::Value>,
     ) -> Result<Reply, CrmError> {
         let url = format!("{}{path}", self.base);
-        let what = format!("{method} {path}");
         let attempts = std::sync::atomic::AtomicU32::new(0);
         let op = || async {
             attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.limiter.until_ready().await;
-            let mut req = self
-                .http
-                .request(method.clone(), &url)
-                .header(AUTHORIZATION, self.auth.clone());
-            if let Some(b) = body {
-                req = req
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(serde_json::to_vec(b).unwrap_or_default());
-            }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    self.count("transport".into());
-                    return Err(Attempt::Retry {
-                        detail: e.to_string(),
-                        after: None,
-                    });
-                }
-            };
-            let status = resp.status();
-            self.count(status.as_u16().to_string());
-            let after = retry_after(resp.headers());
-            let low = budget_low(resp.headers());
-            let bytes = resp.bytes().await.map_err(|e| Attempt::Retry {
-                detail: e.to_string(),
-                after: None,
-            })?;
-            if let Some(pause) = low {
-                // HubSpot says the window is nearly used up: wait before the next call.
-                tokio::time::sleep(pause).await;
-            }
-            match status {
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                    Err(Attempt::Fatal(CrmError::Auth {
-                        crm: self.crm,
-                        status: status.as_u16(),
-                        token_env: self.token_env,
-                    }))
-                }
-                StatusCode::TOO_MANY_REQUESTS => Err(Attempt::Retry {
-                    detail: format!(
-                        "HTTP 429: {}",
-                        String::from_utf8_lossy(&bytes)
-                            .chars()
-                            .take(200)
-                            .collect::<String>()
-                    ),
-                    after: after.or(Some(Duration::from_secs(1))),
-                }),
-                s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
-                    Err(Attempt::Retry {
-                        detail: format!("HTTP {}", s.as_u16()),
-                        after,
-                    })
-                }
-                s => Ok(Reply {
-                    status: s.as_u16(),
-                    body: bytes,
-                }),
-            }
+            self.attempt(&method, &url, body).await
         };
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(250))
-            .with_max_delay(Duration::from_secs(60))
-            .with_max_times(self.max_retries);
+        let backoff = crate::retry::backoff(
+            Duration::from_millis(250),
+            Duration::from_secs(60),
+            self.max_retries,
+        );
         op.retry(backoff)
             .when(|e| matches!(e, Attempt::Retry { .. }))
+            .notify(|e, d| {
+                if let Attempt::Retry { detail, .. } = e {
+                    tracing::info!(crm = self.crm, request = %format!("{method} {path}"), error = %detail,
+                        delay_ms = d.as_millis() as u64, "Retrying CRM request after a backoff.");
+                }
+            })
             .adjust(|e, d| {
                 let d = d?;
                 Some(match e {
-                    Attempt::Retry { after, .. } => retry_delay(d, *after),
+                    Attempt::Retry { after, .. } => crate::retry::delay(d, *after),
                     Attempt::Fatal(_) => d,
                 })
             })
@@ -240,11 +185,87 @@ impl CrmHttp {
                 Attempt::Fatal(f) => f,
                 Attempt::Retry { detail, .. } => CrmError::Unavailable {
                     crm: self.crm,
-                    what,
+                    what: format!("{method} {path}"),
                     detail,
                     attempts: attempts.load(std::sync::atomic::Ordering::Relaxed),
                 },
             })
+    }
+
+    /// One attempt: the request budget, the request, and what its answer means.
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Reply, Attempt> {
+        self.limiter.until_ready().await;
+        let mut req = self
+            .http
+            .request(method.clone(), url)
+            .header(AUTHORIZATION, self.auth.clone());
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(serde_json::to_vec(b).unwrap_or_default());
+        }
+        let resp = req.send().await.map_err(|e| {
+            self.count("transport".into());
+            Attempt::Retry {
+                detail: e.to_string(),
+                after: None,
+            }
+        })?;
+        let status = resp.status();
+        self.count(status.as_u16().to_string());
+        let after = crate::retry::retry_after(resp.headers(), std::time::SystemTime::now());
+        let low = budget_low(resp.headers());
+        let bytes = resp.bytes().await.map_err(|e| Attempt::Retry {
+            detail: e.to_string(),
+            after: None,
+        })?;
+        if let Some(pause) = low {
+            // HubSpot says the window is nearly used up: wait before the next call.
+            tokio::time::sleep(pause).await;
+        }
+        self.classify(status, after, bytes)
+    }
+
+    /// 401/403 end the run; 429, 5xx and 408 are retried (429 honouring `Retry-After`, at
+    /// least 1 s); any other status goes back to the caller.
+    fn classify(
+        &self,
+        status: StatusCode,
+        after: Option<Duration>,
+        bytes: bytes::Bytes,
+    ) -> Result<Reply, Attempt> {
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(Attempt::Fatal(CrmError::Auth {
+                    crm: self.crm,
+                    status: status.as_u16(),
+                    token_env: self.token_env,
+                }))
+            }
+            StatusCode::TOO_MANY_REQUESTS => Err(Attempt::Retry {
+                detail: format!(
+                    "HTTP 429: {}",
+                    String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                ),
+                after: after.or(Some(Duration::from_secs(1))),
+            }),
+            s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => Err(Attempt::Retry {
+                detail: format!("HTTP {}", s.as_u16()),
+                after,
+            }),
+            s => Ok(Reply {
+                status: s.as_u16(),
+                body: bytes,
+            }),
+        }
     }
 
     /// A protocol error for `what`.
@@ -255,13 +276,6 @@ impl CrmHttp {
             detail: detail.into(),
         }
     }
-}
-
-fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    h.get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
 }
 
 /// HubSpot's `X-HubSpot-RateLimit-Remaining` / `-Interval-Milliseconds`: when one or no

@@ -13,6 +13,60 @@ use rusqlite::{OptionalExtension, params};
 use super::session::{Known, Line};
 use crate::state::{StateError, StateStore, sql};
 
+/// The ledger's tables (in the state store's database; created by [`ensure_schema`]).
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS crm_contacts(
+  crm TEXT NOT NULL,
+  contact_key TEXT NOT NULL,
+  crm_id TEXT NOT NULL,
+  user TEXT NOT NULL,
+  PRIMARY KEY(crm, contact_key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS crm_sessions(
+  crm TEXT NOT NULL,
+  session_key TEXT NOT NULL,
+  user TEXT NOT NULL,
+  start_ms INTEGER NOT NULL,
+  end_ms INTEGER NOT NULL,
+  messages INTEGER NOT NULL,
+  body_hash TEXT NOT NULL,
+  crm_ids TEXT NOT NULL,
+  status TEXT NOT NULL,
+  PRIMARY KEY(crm, session_key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS crm_sessions_by_user ON crm_sessions(crm, user, start_ms);
+CREATE TABLE IF NOT EXISTS crm_lines(
+  crm TEXT NOT NULL,
+  session_key TEXT NOT NULL,
+  message_id TEXT NOT NULL,
+  sent_at_ms INTEGER NOT NULL,
+  line TEXT NOT NULL,
+  position INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(crm, session_key, message_id)) WITHOUT ROWID;
+";
+
+/// Creates the ledger's tables if missing.
+///
+/// # Errors
+/// SQLite errors.
+pub fn ensure_schema(st: &mut StateStore) -> Result<(), StateError> {
+    let path = st.path().to_owned();
+    let conn = st.connection();
+    conn.execute_batch(SCHEMA).map_err(sql(&path))?;
+    // Ledgers written before lines kept the API's order gain the column (old lines: 0).
+    let has_position: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('crm_lines') WHERE name='position'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(sql(&path))?
+        > 0;
+    if !has_position {
+        conn.execute_batch("ALTER TABLE crm_lines ADD COLUMN position INTEGER NOT NULL DEFAULT 0")
+            .map_err(sql(&path))?;
+    }
+    Ok(())
+}
+
 /// A session as the ledger knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -148,7 +202,7 @@ impl<'a> Ledger<'a> {
         let conn = self.st.connection();
         let mut st = conn
             .prepare_cached(
-                "SELECT message_id, sent_at_ms, line FROM crm_lines WHERE crm=?1 AND session_key=?2 ORDER BY sent_at_ms, message_id",
+                "SELECT message_id, sent_at_ms, line, position FROM crm_lines WHERE crm=?1 AND session_key=?2 ORDER BY sent_at_ms, position, message_id",
             )
             .map_err(e)?;
         let rows = st
@@ -157,6 +211,7 @@ impl<'a> Ledger<'a> {
                     message_id: r.get(0)?,
                     sent_at_ms: r.get(1)?,
                     text: r.get(2)?,
+                    position: r.get(3)?,
                 })
             })
             .map_err(e)?;
@@ -183,7 +238,7 @@ impl<'a> Ledger<'a> {
                 .map_err(e)?;
             let mut line = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO crm_lines(crm, session_key, message_id, sent_at_ms, line) VALUES(?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR IGNORE INTO crm_lines(crm, session_key, message_id, sent_at_ms, line, position) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(e)?;
             for (s, lines) in sessions {
@@ -200,8 +255,15 @@ impl<'a> Ledger<'a> {
                 ])
                 .map_err(e)?;
                 for l in lines {
-                    line.execute(params![crm, s.key, l.message_id, l.sent_at_ms, l.text])
-                        .map_err(e)?;
+                    line.execute(params![
+                        crm,
+                        s.key,
+                        l.message_id,
+                        l.sent_at_ms,
+                        l.text,
+                        l.position
+                    ])
+                    .map_err(e)?;
                 }
             }
         }
@@ -267,6 +329,7 @@ mod tests {
     fn contacts_and_sessions_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let mut st = StateStore::open(dir.path()).unwrap();
+        ensure_schema(&mut st).unwrap();
         let mut l = Ledger::new(&mut st, "hubspot:x");
         assert_eq!(l.contact("+91").unwrap(), None);
         l.set_contacts(&[("+91".into(), "101".into(), "91".into())])
@@ -286,11 +349,13 @@ mod tests {
             Line {
                 message_id: "b".into(),
                 sent_at_ms: 5000,
+                position: 0,
                 text: "Bot: x".into(),
             },
             Line {
                 message_id: "a".into(),
                 sent_at_ms: 1000,
+                position: 0,
                 text: "Customer: y".into(),
             },
         ];

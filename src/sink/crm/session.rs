@@ -20,8 +20,16 @@ pub struct Line {
     pub message_id: String,
     /// Its time, ms since epoch UTC.
     pub sent_at_ms: i64,
+    /// Its position in the API's answer for its window (the tie-breaker after the time: a
+    /// question and its answer often share a millisecond).
+    pub position: u32,
     /// `Customer: text` style line without the time (rendered in front at render time).
     pub text: String,
+}
+
+/// Orders lines as the conversation happened: by time, then by the API's order for ties.
+pub fn sort_lines(lines: &mut [Line]) {
+    lines.sort_by_key(|l| (l.sent_at_ms, l.position));
 }
 
 /// A session: a key and its lines, sorted by time.
@@ -29,7 +37,7 @@ pub struct Line {
 pub struct Session {
     /// Stable key (16 hex chars).
     pub key: String,
-    /// Lines, by (time, message id).
+    /// Lines, by (time, position in the API's answer).
     pub lines: Vec<Line>,
 }
 
@@ -51,6 +59,8 @@ pub struct MessageView<'a> {
     pub message_id: &'a str,
     /// `sent_at`, ms.
     pub sent_at_ms: i64,
+    /// `position`.
+    pub position: u32,
     /// `sender`.
     pub sender: Option<&'a str>,
     /// `direction`.
@@ -109,6 +119,7 @@ pub fn line_of(m: &MessageView<'_>) -> Line {
     Line {
         message_id: m.message_id.to_owned(),
         sent_at_ms: m.sent_at_ms,
+        position: m.position,
         text,
     }
 }
@@ -146,7 +157,7 @@ pub struct Assignment {
 /// Where new lines go. A line joins the first known
 /// session whose `[start - gap, end + gap]` contains it (which then grows); the remaining
 /// lines are split into new sessions wherever two consecutive lines are more than `gap`
-/// apart. Lines must be sorted by time.
+/// apart. Lines must be sorted by (time, position).
 pub fn assign(lines: Vec<Line>, known: &[Known], gap_ms: i64) -> Assignment {
     let mut joined: Vec<(String, Vec<Line>)> = Vec::new();
     let mut fresh: Vec<Vec<Line>> = Vec::new();
@@ -210,10 +221,12 @@ pub fn header(channel: &str, s: &Session, part: usize, parts: usize) -> String {
     h
 }
 
-/// Renders a session into bodies of at most `max_chars` characters each (split into parts at
-/// line boundaries; a single line longer than a part is cut with a marker).
+/// Renders a session into bodies of at most `max_chars` characters each: lines packed into
+/// parts by [`parts::pack`](super::parts::pack) (each part filled before the next; a long
+/// message continues into the next part; nothing cut before
+/// [`MAX_PARTS`](super::parts::MAX_PARTS) parts), each with its header.
 pub fn render(channel: &str, s: &Session, style: Style, max_chars: usize) -> Vec<String> {
-    let mut rendered: Vec<String> = Vec::with_capacity(s.lines.len());
+    let mut lines: Vec<String> = Vec::with_capacity(s.lines.len());
     let mut day = None;
     for l in &s.lines {
         let d = day_of(l.sent_at_ms);
@@ -223,33 +236,11 @@ pub fn render(channel: &str, s: &Session, style: Style, max_chars: usize) -> Vec
             day = Some(d);
             format!("{} {}", ymd(l.sent_at_ms), hhmmss(l.sent_at_ms))
         };
-        let text = format!("{stamp} {}", l.text);
-        rendered.push(match style {
-            Style::Plain => text,
-            Style::Html => format!("<p>{}</p>", html_escape::encode_text(&text)),
-        });
+        lines.push(format!("{stamp} {}", l.text));
     }
     // Leave room for the header (at most ~200 chars) and separators.
     let budget = max_chars.saturating_sub(260).max(200);
-    let mut parts: Vec<Vec<String>> = vec![Vec::new()];
-    let mut used = 0usize;
-    for mut r in rendered {
-        let n = r.chars().count();
-        if n > budget {
-            let keep: String = r.chars().take(budget.saturating_sub(60)).collect();
-            r = format!(
-                "{keep} … [truncated: {} more characters]",
-                n - keep.chars().count()
-            );
-        }
-        let n = r.chars().count() + 1;
-        if used + n > budget && !parts.last().is_none_or(Vec::is_empty) {
-            parts.push(Vec::new());
-            used = 0;
-        }
-        used += n;
-        parts.last_mut().expect("never empty").push(r);
-    }
+    let parts = super::parts::pack(lines, style, budget);
     let total = parts.len();
     parts
         .into_iter()
@@ -258,11 +249,16 @@ pub fn render(channel: &str, s: &Session, style: Style, max_chars: usize) -> Vec
             let h = header(channel, s, i + 1, total);
             match style {
                 Style::Plain => format!("{h}\n\n{}", lines.join("\n")),
-                Style::Html => format!(
-                    "<p><strong>{}</strong></p>{}",
-                    html_escape::encode_text(&h),
-                    lines.join("")
-                ),
+                Style::Html => {
+                    let mut body =
+                        format!("<p><strong>{}</strong></p>", html_escape::encode_text(&h));
+                    for l in &lines {
+                        body.push_str("<p>");
+                        body.push_str(&html_escape::encode_text(l));
+                        body.push_str("</p>");
+                    }
+                    body
+                }
             }
         })
         .collect()
@@ -276,6 +272,7 @@ mod tests {
         Line {
             message_id: id.into(),
             sent_at_ms: t,
+            position: 0,
             text: format!("Customer: m{id}"),
         }
     }
@@ -287,6 +284,7 @@ mod tests {
         let m = MessageView {
             message_id: "a",
             sent_at_ms: 0,
+            position: 0,
             sender: Some("bot"),
             direction: "outbound",
             message_type: Some("OPTIONS"),
@@ -369,6 +367,7 @@ mod tests {
             .map(|i| Line {
                 message_id: i.to_string(),
                 sent_at_ms: i * 1000,
+                position: 0,
                 text: format!("Customer: {}", "x".repeat(100)),
             })
             .collect();
@@ -389,12 +388,16 @@ mod tests {
             lines: vec![Line {
                 message_id: "1".into(),
                 sent_at_ms: 0,
+                position: 0,
                 text: "y".repeat(30_000),
             }],
         };
+        // A message longer than a part continues into the next parts: nothing is lost.
         let parts = render("WhatsApp", &huge, Style::Plain, 10_000);
-        assert_eq!(parts.len(), 1);
-        assert!(parts[0].contains("[truncated: ") && parts[0].chars().count() <= 10_000);
+        assert_eq!(parts.len(), 4);
+        assert!(parts.iter().all(|p| p.chars().count() <= 10_000));
+        assert!(parts.iter().all(|p| !p.contains("[truncated")));
+        assert_eq!(parts.concat().matches('y').count(), 30_000);
         assert!(render("SMS", &huge, Style::Plain, 65_536)[0].contains(&"y".repeat(30_000)));
     }
 

@@ -1,0 +1,338 @@
+//! The writer loop: walks the plan's units in order, keeps up to `lookahead` cells fetching
+//! ahead of the one being written (the *head*), normalizes the head's pages into shared batches
+//! and sends them to the sink, and ends each unit with its commit.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{Notify, mpsc};
+
+use super::batcher::Batcher;
+use super::cell::{self, CellEvent, CellTask};
+use super::gate::FetchGate;
+use super::resume::Prepared;
+use super::{RunControl, RunError, RunSpec};
+use crate::engati::client::{Client, Page};
+use crate::normalize::PageNormalizer;
+use crate::plan::{Unit, Units};
+use crate::schema::RowContext;
+use crate::sink::{CellRef, SinkError, SinkMsg, UnitInfo};
+
+/// What the walk counted, for the report.
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// Cells skipped because a resumed run had committed them.
+    pub cells_skipped: u64,
+    /// Messages the API returned just outside a cell's window (the 1 ms overlap), skipped.
+    pub outside_window: u64,
+}
+
+/// A cell being fetched.
+struct InFlight {
+    seq: u64,
+    /// Index into `Walker::units`.
+    unit: usize,
+    /// Index into the unit's cells.
+    cell: u32,
+    rx: mpsc::Receiver<CellEvent>,
+    task: tokio::task::JoinHandle<()>,
+    /// Wakes the cell's task when it becomes the head (exempt from the gate).
+    became_head: Arc<Notify>,
+    /// A page of this cell was written: it must be finished before a commit.
+    started: bool,
+}
+
+struct Walker<'a> {
+    spec: &'a RunSpec,
+    control: &'a RunControl,
+    client: &'a Client,
+    cx: &'a RowContext,
+    prepared: &'a Prepared,
+    tx: &'a mpsc::Sender<SinkMsg>,
+    gate: Arc<FetchGate>,
+    user_index: HashMap<&'a str, usize>,
+    unit_iter: Units<'a>,
+    /// Units dispatched so far (their cell lists are dropped once written).
+    units: Vec<Arc<UnitInfo>>,
+    queue: VecDeque<InFlight>,
+    next_seq: u64,
+    next_unit: usize,
+    next_cell: u32,
+    exhausted: bool,
+    /// The unit open in the sink and the cells of it written.
+    current: Option<(usize, u32)>,
+    batcher: Batcher,
+    /// The head's normalizer (it counts identical messages across the cell's pages).
+    normalizer: Option<(u64, PageNormalizer<'a>)>,
+}
+
+/// Walks the plan. Counts go to `walked`; rows go to the sink over `tx`.
+///
+/// # Errors
+/// The first cell's [`RunError::Source`], or the sink having stopped.
+pub async fn walk(
+    spec: &RunSpec,
+    control: &RunControl,
+    client: &Client,
+    prepared: &Prepared,
+    cx: &RowContext,
+    tx: &mpsc::Sender<SinkMsg>,
+    walked: &mut Walked,
+) -> Result<(), RunError> {
+    let users = &prepared.plan.users;
+    let mut w = Walker {
+        spec,
+        control,
+        client,
+        cx,
+        prepared,
+        tx,
+        gate: Arc::new(FetchGate::new(spec.tuning.buffer_bytes)),
+        user_index: users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.channel_user_id.as_str(), i))
+            .collect(),
+        unit_iter: prepared.plan.units(),
+        units: Vec::new(),
+        queue: VecDeque::new(),
+        next_seq: 0,
+        next_unit: 0,
+        next_cell: 0,
+        exhausted: false,
+        current: None,
+        batcher: Batcher::new(),
+        normalizer: None,
+    };
+    let result = w.run(walked).await;
+    if result.is_err() {
+        for f in w.queue.drain(..) {
+            f.task.abort();
+        }
+        let _ = w.send(SinkMsg::AbortUnit).await;
+    }
+    result
+}
+
+impl<'a> Walker<'a> {
+    async fn run(&mut self, walked: &mut Walked) -> Result<(), RunError> {
+        loop {
+            if self.tx.is_closed() {
+                // The sink ended (a closed pipe, a failure): no more requests.
+                self.control.stop();
+            }
+            if self.control.stopping() {
+                self.cancel_pending();
+            }
+            self.dispatch(walked);
+            let Some(head) = self.queue.front() else {
+                break;
+            };
+            if !self.gate.is_head(head.seq) {
+                self.gate.set_head(head.seq);
+                head.became_head.notify_one();
+            }
+            if self.control.stopping() && !head.started && !head.task.is_finished() {
+                // Stopping: what is not fetched in full and not begun is dropped (refetched on
+                // resume); everything before it gets committed.
+                for f in self.queue.drain(..) {
+                    f.task.abort();
+                }
+                break;
+            }
+            let unit = head.unit;
+            if self.current.map(|(u, _)| u) != Some(unit) {
+                self.end_unit().await?;
+                self.current = Some((unit, 0));
+                self.send(SinkMsg::BeginUnit(self.units[unit].clone()))
+                    .await?;
+            }
+            let head = self.queue.front_mut().expect("checked above");
+            let event = tokio::select! {
+                e = head.rx.recv() => e,
+                () = self.control.stopped(), if !self.control.stopping() => continue,
+            };
+            match event {
+                Some(CellEvent::Page(page, ticket)) => {
+                    head.started = true;
+                    let (seq, unit, cell) = (head.seq, head.unit, head.cell);
+                    self.page(seq, unit, cell, &page, walked).await?;
+                    self.gate.release(ticket);
+                }
+                Some(CellEvent::Done) => {
+                    self.queue.pop_front();
+                    if let Some((_, done)) = self.current.as_mut() {
+                        *done += 1;
+                    }
+                    self.control.cells_done.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(CellEvent::Failed(e)) => return Err(e.into()),
+                None => {
+                    return Err(RunError::Sink(SinkError::Crashed(
+                        "a fetch task ended without a result".into(),
+                    )));
+                }
+            }
+        }
+        self.end_unit().await
+    }
+
+    /// On a stop: the cells behind the head that are not fetched in full are cancelled at once
+    /// (their queued requests are never sent; a request in flight is dropped), and with them
+    /// every cell after them, which could not be committed before them anyway. The head is
+    /// finished, and the cells fetched in full before the first cancelled one are written.
+    fn cancel_pending(&mut self) {
+        let keep = self
+            .queue
+            .iter()
+            .skip(1)
+            .position(|f| !f.task.is_finished())
+            .map_or(self.queue.len(), |i| i + 1);
+        for f in self.queue.drain(keep..) {
+            f.task.abort();
+        }
+    }
+
+    /// Starts cells while there is room, no stop was asked and the plan has more.
+    fn dispatch(&mut self, walked: &mut Walked) {
+        let lookahead = self.spec.tuning.lookahead.max(1);
+        while self.queue.len() < lookahead && !self.control.stopping() && !self.exhausted {
+            if self.next_unit >= self.units.len() && !self.next_planned_unit(walked) {
+                continue;
+            }
+            let info = self.units[self.next_unit].clone();
+            let c = &info.cells[self.next_cell as usize];
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let became_head = Arc::new(Notify::new());
+            let (rx, task) = cell::spawn(CellTask {
+                client: self.client.clone(),
+                gate: self.gate.clone(),
+                user: c.user.clone(),
+                window: c.window,
+                page_size: self.spec.source.page_size,
+                seq,
+                became_head: became_head.clone(),
+            });
+            self.queue.push_back(InFlight {
+                seq,
+                unit: self.next_unit,
+                cell: self.next_cell,
+                rx,
+                task,
+                became_head,
+                started: false,
+            });
+            self.next_cell += 1;
+            if self.next_cell as usize >= info.cells.len() {
+                self.next_unit += 1;
+                self.next_cell = 0;
+            }
+        }
+    }
+
+    /// Takes the plan's next unit (skipping what a resumed run committed). Returns false when
+    /// the unit was skipped whole or the plan is exhausted.
+    fn next_planned_unit(&mut self, walked: &mut Walked) -> bool {
+        let Some(u) = self.unit_iter.next() else {
+            self.exhausted = true;
+            return false;
+        };
+        let Unit {
+            key, window, cells, ..
+        } = u;
+        let done = self.prepared.done_units.get(&key.0).copied().unwrap_or(0) as usize;
+        walked.cells_skipped += done.min(cells.len()) as u64;
+        if done >= cells.len() {
+            self.control
+                .cells_done
+                .fetch_add(cells.len() as u64, Ordering::Relaxed);
+            return false;
+        }
+        let users = &self.prepared.plan.users;
+        let cells = cells[done..]
+            .iter()
+            .map(|c| CellRef {
+                user: users[c.user as usize].channel_user_id.as_str().into(),
+                window: c.window,
+            })
+            .collect();
+        self.units.push(Arc::new(UnitInfo {
+            key,
+            window,
+            first_cell: done as u32,
+            cells,
+        }));
+        true
+    }
+
+    /// Normalizes one of the head's pages into the batch; sends the batch when full and the
+    /// page's rejects.
+    async fn page(
+        &mut self,
+        seq: u64,
+        unit: usize,
+        cell: u32,
+        page: &Page,
+        walked: &mut Walked,
+    ) -> Result<(), RunError> {
+        if self.normalizer.as_ref().is_none_or(|(s, _)| *s != seq) {
+            let c = &self.units[unit].cells[cell as usize];
+            let u = &self.prepared.plan.users[self.user_index[c.user.as_ref()]];
+            let n =
+                PageNormalizer::new(self.cx, &u.channel_user_id, u.channel.as_deref(), c.window);
+            self.normalizer = Some((seq, n));
+        }
+        let (_, norm) = self.normalizer.as_mut().expect("set above");
+        // The client checked the body is UTF-8 before returning it.
+        let body = std::str::from_utf8(&page.body).unwrap_or("");
+        let mut rejects = Vec::new();
+        let counts = norm.page(
+            body,
+            &page.spans,
+            page.number,
+            &mut self.batcher.builder,
+            &mut rejects,
+        );
+        self.batcher.bytes += page.body.len();
+        walked.outside_window += counts.out_of_window;
+        self.control.rows.fetch_add(counts.rows, Ordering::Relaxed);
+        if self.batcher.full()
+            && let Some(rows) = self.batcher.take()
+        {
+            self.send(SinkMsg::Rows(rows)).await?;
+        }
+        if !rejects.is_empty() {
+            self.send(SinkMsg::Rejects { cell, rejects }).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the unit open in the sink, if any: the rows still batched, then the commit of the
+    /// cells written; its cell list is then dropped (units can hold thousands of cells).
+    async fn end_unit(&mut self) -> Result<(), RunError> {
+        let Some((unit, cells_done)) = self.current.take() else {
+            return Ok(());
+        };
+        if let Some(rows) = self.batcher.take() {
+            self.send(SinkMsg::Rows(rows)).await?;
+        }
+        self.send(SinkMsg::EndUnit { cells_done }).await?;
+        let u = &self.units[unit];
+        self.units[unit] = Arc::new(UnitInfo {
+            key: u.key.clone(),
+            window: u.window,
+            first_cell: u.first_cell,
+            cells: Vec::new(),
+        });
+        Ok(())
+    }
+
+    async fn send(&self, msg: SinkMsg) -> Result<(), RunError> {
+        self.tx
+            .send(msg)
+            .await
+            .map_err(|_| RunError::Sink(SinkError::Crashed("the sink stopped".into())))
+    }
+}

@@ -1,0 +1,105 @@
+//! The files ledger: every data file of the output, and the queries the sinks and `state show`
+//! make of it.
+
+use super::*;
+
+impl StateStore {
+    /// Data files of `stream` whose cells overlap `[start_ms, end_ms)` and whose user range
+    /// overlaps `[min_user, max_user]`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn overlapping_files(
+        &self,
+        stream: &str,
+        start_ms: i64,
+        end_ms: i64,
+        min_user: &str,
+        max_user: &str,
+    ) -> Result<Vec<FileRecord>, StateError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, stream, unit_key, cells_from, cells_to, min_user, max_user, min_ms, max_ms, rows, bytes
+                 FROM files WHERE stream=?1 AND min_ms < ?3 AND max_ms > ?2 AND max_user >= ?4 AND min_user <= ?5
+                 ORDER BY path",
+            )
+            .map_err(sql(&self.path))?;
+        let rows = st
+            .query_map(
+                params![stream, start_ms, end_ms, min_user, max_user],
+                file_record,
+            )
+            .map_err(sql(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(sql(&self.path))
+    }
+
+    /// All data files of a stream.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn files(&self, stream: &str) -> Result<Vec<FileRecord>, StateError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, stream, unit_key, cells_from, cells_to, min_user, max_user, min_ms, max_ms, rows, bytes
+                 FROM files WHERE stream=?1 ORDER BY path",
+            )
+            .map_err(sql(&self.path))?;
+        let rows = st
+            .query_map([stream], file_record)
+            .map_err(sql(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(sql(&self.path))
+    }
+
+    /// Per-stream file counts.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn stream_stats(&self) -> Result<Vec<StreamStats>, StateError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT stream, COUNT(*), COALESCE(SUM(rows),0), COALESCE(SUM(bytes),0) FROM files GROUP BY stream ORDER BY stream")
+            .map_err(sql(&self.path))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(StreamStats {
+                    stream: r.get(0)?,
+                    files: r.get::<_, i64>(1)? as u64,
+                    rows: r.get::<_, i64>(2)? as u64,
+                    bytes: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .map_err(sql(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(sql(&self.path))
+    }
+}
+
+/// Files of one stream: count, rows, bytes.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct StreamStats {
+    /// `messages`, `users`, `dead_letter`.
+    pub stream: String,
+    /// Files.
+    pub files: u64,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+pub(super) fn file_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
+    Ok(FileRecord {
+        path: r.get(0)?,
+        stream: r.get(1)?,
+        unit_key: r.get(2)?,
+        cells_from: r.get(3)?,
+        cells_to: r.get(4)?,
+        min_user: r.get(5)?,
+        max_user: r.get(6)?,
+        min_ms: r.get(7)?,
+        max_ms: r.get(8)?,
+        rows: r.get::<_, i64>(9)? as u64,
+        bytes: r.get::<_, i64>(10)? as u64,
+    })
+}
