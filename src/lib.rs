@@ -17,7 +17,9 @@
 //! precedence, validation), [`pipeline`] (the walk: ordered lookahead, cancellation),
 //! [`engati`] (everything that knows the API), [`plan`], [`normalize`], [`schema`] (the output
 //! columns), [`sink`], [`state`], [`report`], [`progress`], [`sandbox`] (an Engati-compatible
-//! server and a HubSpot emulator for the demo, tests and benchmarks), [`secret`], [`time`].
+//! server and a HubSpot emulator for the demo, tests and benchmarks), [`secret`], [`time`],
+//! [`storage`] (object stores), and [`send`] (the write side: templates, broadcasts and API
+//! triggers from a table, never twice).
 //! The API contract is `docs/engati-api.md`; the README documents flags, schema, guarantees and
 //! exit codes.
 
@@ -39,6 +41,7 @@ pub mod retry;
 pub mod sandbox;
 pub mod schema;
 pub mod secret;
+pub mod send;
 pub mod sink;
 pub mod state;
 pub mod storage;

@@ -13,6 +13,8 @@
 //!   manifests, empty state dirs, kills at each commit step, two workers, watermarks.
 //! - `fuzz_wire`: the page parser, normalizer and Users reader under seeded fuzzing and
 //!   adversarial bodies (no sandbox; the long run is `examples/fuzz_wire.rs`).
+//! - `send`: templates, triggers, broadcasts from a table: never twice, every row accounted
+//!   for, under faults and crashes; dry run, reconciliation, retries, exit codes.
 
 mod util;
 
@@ -31,3 +33,4 @@ mod hardening;
 mod incremental;
 mod object_store;
 mod remote_files;
+mod send;

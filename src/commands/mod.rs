@@ -3,6 +3,7 @@
 
 mod export;
 mod sandbox;
+mod send;
 mod state;
 mod users;
 mod validate;
@@ -36,6 +37,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
         Cmd::Validate(a) => validate::validate(a).await,
         Cmd::Backfill(a) => export::backfill(a, quiet).await,
         Cmd::State(c) => state::state(c),
+        Cmd::Send(c) => send::send(c, quiet).await,
     }
 }
 
