@@ -151,6 +151,11 @@ pub struct RunReport {
     pub messages: MessageCounts,
     /// Files written/replaced, bytes.
     pub sink: SinkReport,
+    /// The privacy policy applied to the output (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<crate::privacy::PrivacyReport>,
+    /// What happened over the run, in time buckets (see [`crate::timeline`]).
+    pub timeline: crate::timeline::Timeline,
 }
 
 impl RunReport {

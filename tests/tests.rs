@@ -9,6 +9,9 @@
 //! - `incremental`: nightly runs, backfills, state commands, live arrivals.
 //! - `crash`: SIGKILL at random points and between journal and rename.
 //! - `crm`: HubSpot emulator timelines, growth, 207/429, budget, crashes, dry run, BottleCRM.
+//! - `ops`: the JSON summary line, JSON logs, the metrics file, the rejects exit code, the
+//!   timeline, completions and man pages.
+//! - `privacy`: pseudonymized ids, redaction, dropped columns; exactly once under them.
 
 mod util;
 
@@ -16,6 +19,7 @@ mod commands;
 mod crash;
 mod crm;
 mod dead_letter;
+mod deploy;
 mod docs;
 mod encoding;
 mod errors;
@@ -23,3 +27,6 @@ mod export;
 mod faults;
 mod hardening;
 mod incremental;
+mod ops;
+mod privacy;
+mod report_html;

@@ -12,6 +12,7 @@
 //! final names through a state-store commit, after they were fsynced; the commit also takes
 //! the re-exported rows out of earlier files ([`supersede`](super::supersede)).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,7 +28,8 @@ use super::{
     watermark_moves,
 };
 use crate::model::{User, Window};
-use crate::schema::{self, RowContext, messages_schema};
+use crate::privacy::Privacy;
+use crate::schema::{self, RowContext};
 use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore};
 use crate::time::{DAY_MS, date_string};
 
@@ -72,6 +74,9 @@ pub struct FilesSink {
     state: StateStore,
     unit: Option<OpenUnit>,
     pending_limit: usize,
+    /// The privacy policy the rows were written under (the runner applies it to rows): re-exported
+    /// rows are found by their pseudonymized ids, file names carry keyed hashes.
+    privacy: Option<Privacy>,
 }
 
 /// One date partition of the open unit.
@@ -109,6 +114,22 @@ impl FilesSink {
             state,
             unit: None,
             pending_limit: pending_limit(),
+            privacy: None,
+        }
+    }
+
+    /// The sink writing under `privacy` (see the field).
+    #[must_use]
+    pub fn with_privacy(mut self, privacy: Option<Privacy>) -> Self {
+        self.privacy = privacy;
+        self
+    }
+
+    /// The unit key as file names show it.
+    fn file_key<'a>(&self, key: &'a str) -> Cow<'a, str> {
+        match &self.privacy {
+            Some(p) => p.file_key(key),
+            None => Cow::Borrowed(key),
         }
     }
 
@@ -131,14 +152,18 @@ impl FilesSink {
         let limit = self.pending_limit;
         let unit = self.unit.as_mut().expect("checked by write()");
         let info = &unit.info;
+        let file_key = match &self.privacy {
+            Some(p) => p.file_key(&info.key.0),
+            None => Cow::Borrowed(info.key.0.as_str()),
+        };
         let part = unit.parts.entry(day).or_insert_with(|| DayPart {
             writer: RotatingWriter::new(
                 out_dir,
                 format!("messages/date={}", date_string(day * DAY_MS)),
-                format!("part-{}-{:05}", info.key.0, info.first_cell),
+                format!("part-{file_key}-{:05}", info.first_cell),
                 run8,
                 enc,
-                messages_schema(),
+                batch.schema(),
                 target,
             ),
             pending: Vec::new(),
@@ -184,7 +209,7 @@ impl FilesSink {
 
     /// Stages the dead-letter file of a commit (fsynced).
     fn stage_dead(&self, info: &UnitInfo, dead: &DeadLetters) -> Result<StagedFile, SinkError> {
-        let stem = format!("part-{}-{:05}", info.key.0, info.first_cell);
+        let stem = format!("part-{}-{:05}", self.file_key(&info.key.0), info.first_cell);
         let staged = format!("_dead_letter/.{stem}.jsonl.{}{STAGED_SUFFIX}", self.run8);
         write_file(&self.spec.out_dir.join(&staged), &dead.lines)?;
         Ok(StagedFile {
@@ -217,7 +242,20 @@ impl FilesSink {
             &b.min_user,
             &b.max_user,
         )?);
-        let cell_map: CellMap<'_> = cells.iter().map(|c| (c.user.as_ref(), c.window)).collect();
+        // Rows carry the users as the output writes them (pseudonymized or not).
+        let keys: Vec<Cow<'_, str>> = cells
+            .iter()
+            .map(|c| match &self.privacy {
+                Some(p) => p.user_key(&c.user),
+                None => Cow::Borrowed(c.user.as_ref()),
+            })
+            .collect();
+        let cell_map: CellMap<'_> = keys
+            .iter()
+            .zip(cells)
+            .map(|(k, c)| (k.as_ref(), c.window))
+            .collect();
+        let file_key = self.file_key(&info.key.0);
         let same_unit = |f: &FileRecord| {
             !f.unit_key.starts_with("remnant:")
                 && f.unit_key == info.key.0
@@ -236,7 +274,7 @@ impl FilesSink {
                 n += 1;
                 let (dir, name) = f.path.rsplit_once('/').unwrap_or(("", ""));
                 let ext = name.split_once('.').map_or("", |(_, e)| e);
-                let stem = format!("part-{}-{:05}-r{run8}{n:02}", info.key.0, info.first_cell);
+                let stem = format!("part-{file_key}-{:05}-r{run8}{n:02}", info.first_cell);
                 (
                     format!("{dir}/.{stem}.{ext}.{run8}{STAGED_SUFFIX}"),
                     format!("{dir}/{stem}.{ext}"),
@@ -474,15 +512,14 @@ impl Sink for FilesSink {
         users: &[User],
         cx: &RowContext,
     ) -> Result<Option<(WrittenFile, u64)>, SinkError> {
-        super::users_table::write(
-            &mut self.state,
-            &self.spec.out_dir,
-            &self.spec.encoding,
-            &self.run_id,
-            &self.run8,
-            users,
-            cx,
-        )
+        let to = super::users_table::Target {
+            out_dir: &self.spec.out_dir,
+            encoding: &self.spec.encoding,
+            run_id: &self.run_id,
+            run8: &self.run8,
+            privacy: self.privacy.as_ref(),
+        };
+        super::users_table::write(&mut self.state, &to, users, cx)
     }
 
     fn finish(self: Box<Self>) -> SinkEnd {
