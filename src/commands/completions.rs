@@ -37,7 +37,10 @@ pub fn manpage(a: ManpageArgs) -> Result<ExitCode, Error> {
         Some(dir) => {
             std::fs::create_dir_all(&dir)?;
             clap_mangen::generate_to(cmd, &dir)?;
-            eprintln!("engati-etl: man pages written to {}", dir.display());
+            crate::logging::notice(&format!(
+                "engati-etl: man pages written to {}",
+                dir.display()
+            ));
         }
     }
     Ok(ExitCode::SUCCESS)

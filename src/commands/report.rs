@@ -14,6 +14,9 @@ pub fn report(a: ReportArgs) -> Result<ExitCode, Error> {
     let (out_dir, state_dir) = super::state::locate(&a.target)?;
     let page = crate::report_html::build(&out_dir, &state_dir, a.runs)?;
     std::fs::write(&a.html, page)?;
-    eprintln!("engati-etl: report written to {}", a.html.display());
+    crate::logging::notice(&format!(
+        "engati-etl: report written to {}",
+        a.html.display()
+    ));
     Ok(ExitCode::SUCCESS)
 }
