@@ -61,8 +61,13 @@ impl PrivacySection {
         };
         for c in &drop_columns {
             if KEPT_COLUMNS.contains(&c.as_str()) {
+                let instead = if c == crate::schema::CHANNEL_USER_ID {
+                    " (pseudonymize it instead)"
+                } else {
+                    ""
+                };
                 p.push(format!(
-                    "privacy.drop_columns (--drop-column) cannot drop {c}: re-exports read it back to replace rows exactly once (pseudonymize it instead)"
+                    "privacy.drop_columns (--drop-column) cannot drop {c}: re-exports read it back to replace rows exactly once{instead}"
                 ));
             } else if !known(c) {
                 p.push(format!(
@@ -91,5 +96,28 @@ impl PrivacySection {
             redact,
             drop_columns,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privacy_validates_columns_and_is_off_by_default() {
+        let mut p = Problems::default();
+        let section = PrivacySection {
+            drop_columns: Some(vec!["sent_at".into(), "nope".into(), "raw_json".into()]),
+            ..PrivacySection::default()
+        };
+        let policy = section.validate(None, &mut p).expect("a policy");
+        assert_eq!(policy.drop_columns, vec!["nope", "raw_json", "sent_at"]);
+        let err = p.into_result(|| ()).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot drop sent_at") && err.contains("no column named `nope`"),
+            "{err}"
+        );
+        let mut p = Problems::default();
+        assert!(PrivacySection::default().validate(None, &mut p).is_none());
     }
 }

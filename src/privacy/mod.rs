@@ -298,9 +298,17 @@ pub fn check_output(
     state: &StateStore,
     privacy: Option<&Privacy>,
 ) -> Result<(), crate::pipeline::RunError> {
+    // What the files depend on: the columns, the kinds, the key (by its fingerprint), not the
+    // name of the variable that holds it.
     let now = privacy.map_or_else(
         || "none".to_owned(),
-        |p| serde_json::to_string(&p.report()).unwrap_or_default(),
+        |p| {
+            let policy = PrivacyReport {
+                key_env: None,
+                ..p.report()
+            };
+            serde_json::to_string(&policy).unwrap_or_default()
+        },
     );
     let before = state.meta(META_KEY)?;
     if before.as_deref() == Some(now.as_str()) {
