@@ -290,6 +290,9 @@ impl RunReport {
             self.sink.files_replaced,
             self.sink.rows_replaced
         );
+        if let Some(p) = &self.privacy {
+            let _ = writeln!(s, "  privacy    {}", p.describe());
+        }
         if let Some(c) = &self.sink.crm {
             let _ = writeln!(
                 s,

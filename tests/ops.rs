@@ -181,10 +181,15 @@ async fn json_logs_are_one_object_a_line_with_the_run_id() {
     let mut cfg = rejecting();
     cfg.faults.throttle_rate = 0.25;
     cfg.faults.retry_after_secs = 0;
+    cfg.faults.latency_ms = 20;
     let sb = start(cfg).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let args = with(export_parquet(&sb, &out), &["--log-format", "json", "-v"]);
+    // Heartbeats every second too: if the run lasts that long, they are JSON lines as well.
+    let args = with(
+        export_parquet(&sb, &out),
+        &["--log-format", "json", "-v", "--heartbeat-secs", "1"],
+    );
     let args: Vec<String> = args.into_iter().filter(|a| a != "--quiet").collect();
     let o = run(&args, Some(&sb.ids.api_key)).await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));

@@ -97,6 +97,47 @@ pub struct PrivacyReport {
     pub dropped_columns: Vec<String>,
 }
 
+impl PrivacyReport {
+    /// `pseudonymized channel_user_id, user_id (key 6f8d...); redacted email; dropped raw_json`.
+    pub fn describe(&self) -> String {
+        // The names as the pipeline file spells them (their serde names).
+        fn names<T: Serialize>(v: &[T]) -> String {
+            v.iter()
+                .filter_map(|x| serde_json::to_value(x).ok())
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+        let mut parts = Vec::new();
+        if !self.pseudonymized.is_empty() {
+            let key = self.key_id.as_deref().unwrap_or("-");
+            parts.push(format!(
+                "pseudonymized {} (key {key})",
+                names(&self.pseudonymized)
+            ));
+        }
+        if !self.redacted.is_empty() {
+            parts.push(format!("redacted {}", names(&self.redacted)));
+        }
+        if !self.dropped_columns.is_empty() {
+            parts.push(format!("dropped {}", self.dropped_columns.join(", ")));
+        }
+        if parts.is_empty() {
+            return "none".into();
+        }
+        parts.join("; ")
+    }
+
+    /// What the files depend on: the columns, the kinds, the key (by its fingerprint), not
+    /// the name of the variable holding the key.
+    fn fingerprint(&self) -> Self {
+        PrivacyReport {
+            key_env: None,
+            ..self.clone()
+        }
+    }
+}
+
 /// A policy with its key: what the sinks apply. Cheap to clone; never prints the key.
 #[derive(Clone)]
 pub struct Privacy {
@@ -293,35 +334,40 @@ const META_KEY: &str = "privacy_policy";
 /// records the policy when the output has no data file yet.
 ///
 /// # Errors
-/// [`ConfigError`] naming both policies.
+/// [`RunError::Config`](crate::pipeline::RunError::Config) naming both policies.
 pub fn check_output(
     state: &StateStore,
     privacy: Option<&Privacy>,
 ) -> Result<(), crate::pipeline::RunError> {
-    // What the files depend on: the columns, the kinds, the key (by its fingerprint), not the
-    // name of the variable that holds it.
-    let now = privacy.map_or_else(
-        || "none".to_owned(),
-        |p| {
-            let policy = PrivacyReport {
-                key_env: None,
-                ..p.report()
-            };
-            serde_json::to_string(&policy).unwrap_or_default()
-        },
-    );
-    let before = state.meta(META_KEY)?;
-    if before.as_deref() == Some(now.as_str()) {
+    let now = privacy.map(|p| p.report().fingerprint());
+    // None: never recorded (an output older than this check, or new).
+    let before: Option<Option<PrivacyReport>> = state.meta(META_KEY)?.map(|v| {
+        serde_json::from_str::<PrivacyReport>(&v)
+            .ok()
+            .map(|r| r.fingerprint())
+    });
+    if before.as_ref() == Some(&now) {
         return Ok(());
     }
     let has_data = !state.files("messages")?.is_empty() || !state.files("users")?.is_empty();
-    let before_text = before.unwrap_or_else(|| "none".to_owned());
-    if has_data && !(before_text == "none" && now == "none") {
+    let differs = match &before {
+        Some(b) => b != &now,
+        None => now.is_some(),
+    };
+    if has_data && differs {
+        let describe =
+            |p: &Option<PrivacyReport>| p.as_ref().map_or("none".into(), PrivacyReport::describe);
         return Err(crate::pipeline::RunError::Config(format!(
-            "this output was written with privacy policy {before_text}, and this run asks for {now}: an output keeps one policy (and one key), or it would mix raw and pseudonymized rows; export into a new output directory, or run with the same policy"
+            "this output was written with privacy policy `{}`, and this run asks for `{}`: an output keeps one policy (and one key), or it would mix raw and pseudonymized rows; export into a new output directory, or run with the same policy",
+            describe(before.as_ref().unwrap_or(&None)),
+            describe(&now)
         )));
     }
-    state.set_meta(META_KEY, &now)?;
+    let value = now.as_ref().map_or_else(
+        || "none".to_owned(),
+        |p| serde_json::to_string(p).unwrap_or_default(),
+    );
+    state.set_meta(META_KEY, &value)?;
     Ok(())
 }
 
