@@ -221,6 +221,14 @@ impl Snapshot {
             "Answered attempts (in request_seconds)",
             self.latency.1,
         );
+        self.render_output(&mut r);
+        let mut out = String::new();
+        encode(&mut out, &r.reg).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Bytes, files, when and how long; the last success.
+    fn render_output(&self, r: &mut Reg) {
         r.counter("received_bytes", "Response bytes received", self.bytes.0);
         r.counter("written_bytes", "Bytes of files put in place", self.bytes.1);
         r.counter("files_written", "Files put in place", self.files_written);
@@ -241,9 +249,6 @@ impl Snapshot {
                 t,
             );
         }
-        let mut out = String::new();
-        encode(&mut out, &r.reg).expect("writing to a String cannot fail");
-        out
     }
 }
 
