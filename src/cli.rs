@@ -103,6 +103,10 @@ today-7d. The range is [since, until) in UTC.")]
     /// Show or reset a pipeline's state (watermarks, runs, files).
     #[command(subcommand)]
     State(StateCmd),
+    /// Message people from a table (WhatsApp templates, broadcasts, API-triggered flows),
+    /// never twice, every row accounted for.
+    #[command(subcommand)]
+    Send(crate::send::args::SendCmd),
     /// Write a self-contained HTML page about an output: charts of the last run and the runs.
     #[command(after_help = "Examples:
   engati-etl report pipelines/nightly.toml --html nightly.html
@@ -431,6 +435,18 @@ pub struct SandboxArgs {
     /// Also run the HubSpot emulator on this port (0 = any) and print its URL and token.
     #[arg(long, value_name = "PORT")]
     pub hubspot_port: Option<u16>,
+    /// Write side: share of sends answered 500 before processing (nothing is sent).
+    #[arg(long, default_value_t = 0.0)]
+    pub send_refuse_rate: f64,
+    /// Write side: share of sends answered 429 with Retry-After before processing.
+    #[arg(long, default_value_t = 0.0)]
+    pub send_throttle_rate: f64,
+    /// Write side: share of sends processed (recorded), then answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub send_fail_after_rate: f64,
+    /// Write side: share of sends processed, then stalled for --stall-ms.
+    #[arg(long, default_value_t = 0.0)]
+    pub send_stall_after_rate: f64,
 }
 
 #[cfg(test)]

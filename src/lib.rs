@@ -17,7 +17,9 @@
 //! precedence, validation), [`pipeline`] (the walk: ordered lookahead, cancellation),
 //! [`engati`] (everything that knows the API), [`plan`], [`normalize`], [`schema`] (the output
 //! columns), [`sink`], [`state`], [`report`], [`progress`], [`sandbox`] (an Engati-compatible
-//! server and a HubSpot emulator for the demo, tests and benchmarks), [`secret`], [`time`].
+//! server and a HubSpot emulator for the demo, tests and benchmarks), [`secret`], [`time`],
+//! [`storage`] (object stores), and [`send`] (the write side: templates, broadcasts and API
+//! triggers from a table, never twice).
 //! Operations: [`summary`] (the one-line JSON result on stdout), [`logging`] (text or JSON
 //! logs), [`metrics`] (a Prometheus textfile), [`timeline`] (the run's time series in the
 //! report), [`report_html`] (`engati-etl report --html`), [`privacy`] (pseudonymized ids,
@@ -47,8 +49,10 @@ pub mod retry;
 pub mod sandbox;
 pub mod schema;
 pub mod secret;
+pub mod send;
 pub mod sink;
 pub mod state;
+pub mod storage;
 pub mod summary;
 pub mod time;
 pub mod timeline;

@@ -55,7 +55,7 @@ pub fn init(format: LogFormat, verbose: u8) {
     // -v / -vv win over RUST_LOG (flags > environment); RUST_LOG is read without them.
     let from_flags = || {
         EnvFilter::new(format!(
-            "{default_level},hyper=warn,reqwest=warn,h2=warn,axum=warn"
+            "{default_level},hyper=warn,reqwest=warn,h2=warn,axum=warn,deltalake_core=off,delta_kernel=off"
         ))
     };
     let filter = if verbose > 0 {

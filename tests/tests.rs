@@ -12,6 +12,10 @@
 //! - `ops`: the JSON summary line, JSON logs, the metrics file, the rejects exit code, the
 //!   timeline, completions and man pages.
 //! - `privacy`: pseudonymized ids, redaction, dropped columns; exactly once under them.
+//! - `fuzz_wire`: the page parser, normalizer and Users reader under seeded fuzzing and
+//!   adversarial bodies (no sandbox; the long run is `examples/fuzz_wire.rs`).
+//! - `send`: templates, triggers, broadcasts from a table: never twice, every row accounted
+//!   for, under faults and crashes; dry run, reconciliation, retries, exit codes.
 
 mod util;
 
@@ -19,14 +23,18 @@ mod commands;
 mod crash;
 mod crm;
 mod dead_letter;
+mod delta;
 mod deploy;
 mod docs;
 mod encoding;
 mod errors;
 mod export;
 mod faults;
+mod fuzz_wire;
 mod hardening;
 mod incremental;
+mod object_store;
 mod ops;
 mod privacy;
 mod report_html;
+mod send;

@@ -5,6 +5,7 @@ mod completions;
 mod export;
 mod report;
 mod sandbox;
+mod send;
 mod state;
 mod users;
 mod validate;
@@ -41,6 +42,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
         Cmd::Report(a) => report::report(a),
         Cmd::Completions(a) => completions::completions(a),
         Cmd::Manpage(a) => completions::manpage(a),
+        Cmd::Send(c) => send::send(c, quiet).await,
     }
 }
 

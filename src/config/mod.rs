@@ -91,6 +91,8 @@ pub struct PipelineFile {
     pub privacy: PrivacySection,
     /// Run against the embedded sandbox instead of a real API.
     pub sandbox: Option<SandboxSection>,
+    /// `engati-etl send run`: what to send to whom (`send::config`).
+    pub send: Option<crate::send::config::SendSection>,
 }
 
 /// Errors found in configuration (exit 2). Lists every problem found.

@@ -90,6 +90,9 @@ impl PrivacySection {
         if matches!(output, Some(OutputSpec::Crm(_))) {
             p.push("privacy controls apply to file and stdout outputs; a CRM needs the real contact (remove [privacy] or --pseudonymize/--redact/--drop-column)");
         }
+        if matches!(output, Some(OutputSpec::Delta(_))) {
+            p.push("privacy controls apply to Parquet, JSONL and stdout outputs, not yet to a Delta table (use --format parquet, or remove [privacy] / --pseudonymize/--redact/--drop-column)");
+        }
         Some(PrivacyPolicy {
             pseudonymize,
             key_env,

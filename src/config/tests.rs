@@ -149,7 +149,7 @@ fn enums_are_typed_in_files_and_flags() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("format (--format) `csv` must be parquet, jsonl or crm"),
+        e.contains("format (--format) `csv` must be parquet, jsonl, crm or delta"),
         "{e}"
     );
 }

@@ -486,7 +486,8 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-fn segment(s: &str) -> percent_encoding::PercentEncode<'_> {
+/// `s` percent-encoded as one URL path segment (shared with `send::render`).
+pub(crate) fn segment(s: &str) -> percent_encoding::PercentEncode<'_> {
     percent_encoding::utf8_percent_encode(s, SEGMENT)
 }
 

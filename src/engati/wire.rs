@@ -477,19 +477,24 @@ impl Default for UsersKeys {
 /// array; `{"responseObject": [...]}`; `{"responseObject": {"content" | "users": [...]}}`. A
 /// user's id is read from the first of `keys.id_keys` present (string or number).
 ///
+/// The list is found with its items left as raw text, and each user is read on its own: the
+/// Users API is not paginated, and a tree of a whole million-user body costs about ten times
+/// the body (1.7 GiB for 171 MB); this way the peak is the body and the users read.
+///
 /// # Errors
 /// [`DecodeError::Syntax`] for non-JSON bodies; [`DecodeError::Shape`] naming the JSON path,
 /// the keys looked for and what was found (never an empty list for a shape we don't know).
 pub fn parse_users(body: &[u8], keys: &UsersKeys) -> Result<Vec<User>, DecodeError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| DecodeError::syntax(&e, body.len()))?;
-    let (path, list) = find_user_list(&value, keys)?;
+    let syntax = |e: serde_json::Error| DecodeError::syntax(&e, body.len());
+    let top: Level<'_> = serde_json::from_slice(body).map_err(syntax)?;
+    let (path, list) = find_user_list(top, keys).map_err(|e| e.into_decode(body.len()))?;
     let mut users = Vec::with_capacity(list.len());
-    for (i, item) in list.iter().enumerate() {
+    for (i, raw) in list.iter().enumerate() {
+        let item: serde_json::Value = serde_json::from_str(raw.get()).map_err(syntax)?;
         let obj = item.as_object().ok_or_else(|| DecodeError::Shape {
             path: format!("{path}[{i}]"),
             looked_for: "a user object".into(),
-            found: json_type(item).into(),
+            found: json_type(&item).into(),
         })?;
         let id = keys
             .id_keys
@@ -526,64 +531,164 @@ pub fn parse_users(body: &[u8], keys: &UsersKeys) -> Result<Vec<User>, DecodeErr
     Ok(users)
 }
 
-fn find_user_list<'v>(
-    value: &'v serde_json::Value,
-    keys: &UsersKeys,
-) -> Result<(String, &'v Vec<serde_json::Value>), DecodeError> {
-    use serde_json::Value;
-    if let Value::Array(list) = value {
-        return Ok(("$".into(), list));
+/// One level of a JSON value, its children left as raw text: enough to find the Users list
+/// without a tree of the whole body. Object keys are sorted and a repeated key keeps its last
+/// value, as in a `serde_json::Map`.
+enum Level<'a> {
+    Array(Vec<&'a RawValue>),
+    Object(std::collections::BTreeMap<String, &'a RawValue>),
+    /// Anything else, by its JSON type (`a string`, `null`, ...).
+    Other(&'static str),
+}
+
+impl<'a> Level<'a> {
+    /// The level of a raw value (already checked JSON, so only a fault of ours can fail).
+    fn of(raw: &'a RawValue) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(raw.get())
     }
+
+    /// The array in `raw`, if it is one.
+    fn list(raw: &'a RawValue) -> Result<Option<Vec<&'a RawValue>>, serde_json::Error> {
+        if !raw.get().starts_with('[') {
+            return Ok(None);
+        }
+        Ok(match Level::of(raw)? {
+            Level::Array(list) => Some(list),
+            _ => None,
+        })
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Level<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Level<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                    items.push(item);
+                }
+                Ok(Level::Array(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut obj = std::collections::BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+                    obj.insert(k, v);
+                }
+                Ok(Level::Object(obj))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Level::Other("a string"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Level::Other("a number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Level::Other("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Level::Other("a number"))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Level::Other("a boolean"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Level::Other("null"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A failure finding the Users list: a shape we don't know, or (from re-reading a raw value
+/// already checked) a syntax error.
+enum ListError {
+    Shape(DecodeError),
+    Syntax(serde_json::Error),
+}
+
+impl ListError {
+    fn into_decode(self, len: usize) -> DecodeError {
+        match self {
+            ListError::Shape(e) => e,
+            ListError::Syntax(e) => DecodeError::syntax(&e, len),
+        }
+    }
+}
+
+impl From<serde_json::Error> for ListError {
+    fn from(e: serde_json::Error) -> Self {
+        ListError::Syntax(e)
+    }
+}
+
+fn find_user_list<'a>(
+    top: Level<'a>,
+    keys: &UsersKeys,
+) -> Result<(String, Vec<&'a RawValue>), ListError> {
     let looked_for = format!(
         "a list under {} or `responseObject` (an array, or an object with `content` or `users`), or a top-level array",
         quoted_list(&keys.list_keys)
     );
-    let Value::Object(obj) = value else {
-        return Err(DecodeError::Shape {
-            path: "$".into(),
-            looked_for,
-            found: json_type(value).into(),
-        });
+    let obj = match top {
+        Level::Array(list) => return Ok(("$".into(), list)),
+        Level::Object(obj) => obj,
+        Level::Other(found) => {
+            return Err(ListError::Shape(DecodeError::Shape {
+                path: "$".into(),
+                looked_for,
+                found: found.into(),
+            }));
+        }
+    };
+    let joined = |keys: Vec<&String>| {
+        format!(
+            "keys {}",
+            keys.into_iter().cloned().collect::<Vec<_>>().join(", ")
+        )
     };
     for k in &keys.list_keys {
-        if let Some(Value::Array(list)) = obj.get(k) {
+        if let Some(raw) = obj.get(k)
+            && let Some(list) = Level::list(raw)?
+        {
             return Ok((format!("$.{k}"), list));
         }
     }
-    match obj.get("responseObject") {
-        Some(Value::Array(list)) => return Ok(("$.responseObject".into(), list)),
-        Some(Value::Object(inner)) => {
+    if let Some(raw) = obj.get("responseObject") {
+        if let Some(list) = Level::list(raw)? {
+            return Ok(("$.responseObject".into(), list));
+        }
+        if let Level::Object(inner) = Level::of(raw)? {
             for k in ["content", "users"]
                 .into_iter()
                 .chain(keys.list_keys.iter().map(String::as_str))
             {
-                if let Some(Value::Array(list)) = inner.get(k) {
+                if let Some(raw) = inner.get(k)
+                    && let Some(list) = Level::list(raw)?
+                {
                     return Ok((format!("$.responseObject.{k}"), list));
                 }
             }
-            return Err(DecodeError::Shape {
+            return Err(ListError::Shape(DecodeError::Shape {
                 path: "$.responseObject".into(),
                 looked_for,
-                found: format!(
-                    "keys {}",
-                    inner.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            });
+                found: joined(inner.keys().collect()),
+            }));
         }
-        _ => {}
     }
-    Err(DecodeError::Shape {
+    Err(ListError::Shape(DecodeError::Shape {
         path: "$".into(),
         looked_for,
         found: if obj.is_empty() {
             "an empty object".into()
         } else {
-            format!(
-                "keys {}",
-                obj.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
+            joined(obj.keys().collect())
         },
-    })
+    }))
 }
 
 fn scalar_text(v: &serde_json::Value) -> Option<String> {
@@ -748,6 +853,66 @@ mod tests {
         let err = parse_users(br#"{"users":[{"phone":"1"}]}"#, &k).unwrap_err();
         assert!(err.to_string().contains("channel_user_id"), "{err}");
         assert!(err.to_string().contains("phone"), "{err}");
+    }
+
+    #[test]
+    fn users_reader_finds_the_list_without_a_tree_of_the_body() {
+        let k = UsersKeys::default();
+        let ids = |body: &[u8]| -> Vec<String> {
+            parse_users(body, &k)
+                .unwrap()
+                .into_iter()
+                .map(|u| u.channel_user_id)
+                .collect()
+        };
+        // A repeated key keeps its last value, as a serde_json::Map does.
+        assert_eq!(
+            ids(br#"{"users":[{"user_id":"1"}],"users":[{"user_id":"2"}]}"#),
+            ["2"]
+        );
+        // A list key that holds no list falls through to responseObject.
+        assert_eq!(
+            ids(br#"{"users":{"n":1},"responseObject":{"content":[{"user_id":3}]}}"#),
+            ["3"]
+        );
+        // Deep nesting beside the list is skipped, not parsed into a tree.
+        let deep = format!(
+            r#"{{"meta":{}1{},"users":[{{"user_id":"4"}}]}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert_eq!(ids(deep.as_bytes()), ["4"]);
+        // Inside a user it is too deep to read, as are numbers out of range.
+        let deep_user = format!(
+            r#"[{{"user_id":"5","attributes":{{"x":{}1{}}}}}]"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for bad in [deep_user.as_bytes(), br#"[{"user_id":1e400}]"#] {
+            assert!(matches!(
+                parse_users(bad, &k),
+                Err(DecodeError::Syntax { .. })
+            ));
+        }
+        // Keys are named sorted, the path and index of a bad item given.
+        let err = parse_users(br#"{"z":1,"a":2}"#, &k).unwrap_err();
+        assert!(err.to_string().ends_with("found keys a, z"), "{err}");
+        let err = parse_users(br#"{"responseObject":{"b":[],"a":[]}}"#, &k).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::Shape { path, found, .. }
+            if path == "$.responseObject" && found == "keys a, b"),
+            "{err}"
+        );
+        let err = parse_users(br#"{"users":[{"user_id":"1"},7]}"#, &k).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::Shape { path, found, .. }
+            if path == "$.users[1]" && found == "a number"),
+            "{err}"
+        );
+        assert!(matches!(
+            parse_users(b"null", &k),
+            Err(DecodeError::Shape { found, .. }) if found == "null"
+        ));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::report::{
     CellCounts, MessageCounts, ReportOptions, RequestCounts, RunReport, RunStatus,
 };
 use crate::sink::crm::{CrmRun, CrmSink};
+use crate::sink::delta::DeltaSink;
 use crate::sink::files::FilesSink;
 use crate::sink::runner::{self, SinkHandle, SinkOutcome};
 use crate::sink::stdout::StdoutSink;
@@ -53,6 +54,11 @@ pub fn spawn_sink(
             SINK_QUEUE,
             spec.privacy.clone(),
         ),
+        OutputSpec::Delta(d) => {
+            let st = state.ok_or_else(missing)?;
+            let sink = DeltaSink::new(d.clone(), st, &run_id, &spec.namespace, watermarks);
+            runner::spawn(sink, run_id, counters, SINK_QUEUE)
+        }
         OutputSpec::Crm(c) => {
             let run = CrmRun {
                 run_id: run_id.clone(),
@@ -230,10 +236,7 @@ pub fn report_options(spec: &RunSpec) -> ReportOptions {
         concurrency: s.client.concurrency,
         max_rps: s.client.max_rps,
         format: spec.output.format_label(),
-        out: spec
-            .output
-            .out_dir()
-            .map_or_else(|| "-".into(), |p| p.display().to_string()),
+        out: spec.output.location(),
         state_dir: spec.output.state_dir().map(|p| p.display().to_string()),
         state_namespace: spec.namespace.clone(),
     }

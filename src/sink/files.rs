@@ -13,7 +13,6 @@
 //! the re-exported rows out of earlier files ([`supersede`](super::supersede)).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,7 +20,8 @@ use arrow_array::RecordBatch;
 
 use super::durable::{sync_parents, write_file};
 use super::part::Encoding;
-use super::rotating::{RotatingWriter, StagedFile};
+use super::partitions::{DayPartitions, Layout};
+use super::rotating::StagedFile;
 use super::supersede::{self, CellMap, Replacement};
 use super::{
     CellRef, Committed, DeadLetters, Sink, SinkEnd, SinkError, UnitInfo, WrittenFile,
@@ -29,25 +29,11 @@ use super::{
 };
 use crate::model::{User, Window};
 use crate::privacy::Privacy;
-use crate::schema::{self, RowContext};
+use crate::schema::{RowContext, messages_schema};
 use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore};
-use crate::time::{DAY_MS, date_string};
+use crate::time::DAY_MS;
 
-/// Arrow memory, bytes, that a unit whose window spans several UTC days may hold in rows
-/// waiting for their date partition (Parquet only). Beyond it the partition holding the most
-/// is written out as one row group. Why not keep one Parquet writer building a row group per
-/// date: each column of each open row group holds a zstd context (about 1 MB), so 31 dates x
-/// 20 columns would cost hundreds of MB; this way one row group is encoded at a time. Tests
-/// lower it with the failpoint `files::pending_limit=return(BYTES)` (feature
-/// `fault-injection`) to make the spill path run on small data.
-pub const MAX_PENDING_BYTES: usize = 32 * 1024 * 1024;
-
-fn pending_limit() -> usize {
-    fail::fail_point!("files::pending_limit", |v| {
-        v.and_then(|s| s.parse().ok()).unwrap_or(MAX_PENDING_BYTES)
-    });
-    MAX_PENDING_BYTES
-}
+pub use super::partitions::MAX_PENDING_BYTES;
 
 /// The file output, validated (`config::sink`).
 #[derive(Debug, Clone)]
@@ -73,28 +59,14 @@ pub struct FilesSink {
     watermarks: Option<String>,
     state: StateStore,
     unit: Option<OpenUnit>,
-    pending_limit: usize,
     /// The privacy policy the rows were written under (the runner applies it to rows): re-exported
     /// rows are found by their pseudonymized ids, file names carry keyed hashes.
     privacy: Option<Privacy>,
 }
 
-/// One date partition of the open unit.
-struct DayPart {
-    writer: RotatingWriter,
-    /// Rows of a multi-day unit waiting to be written, in arrival order.
-    pending: Vec<RecordBatch>,
-    /// Their Arrow memory, bytes.
-    pending_bytes: usize,
-}
-
 struct OpenUnit {
     info: Arc<UnitInfo>,
-    parts: BTreeMap<i64, DayPart>,
-    /// Sum of the partitions' `pending_bytes`.
-    pending_bytes: usize,
-    /// True when the unit's window spans several UTC days and the format is Parquet.
-    multi_day: bool,
+    parts: DayPartitions,
 }
 
 impl FilesSink {
@@ -113,7 +85,6 @@ impl FilesSink {
             watermarks,
             state,
             unit: None,
-            pending_limit: pending_limit(),
             privacy: None,
         }
     }
@@ -139,74 +110,6 @@ impl FilesSink {
             .ok_or_else(|| SinkError::Crashed("rows arrived outside a unit".into()))
     }
 
-    /// Routes one date's rows: straight to the partition's file, or, for a Parquet unit whose
-    /// window spans several days, into the partition's pending rows (see
-    /// [`MAX_PENDING_BYTES`]).
-    fn write_day(&mut self, day: i64, batch: RecordBatch) -> Result<(), SinkError> {
-        let (out_dir, run8, enc, target) = (
-            &self.spec.out_dir,
-            &self.run8,
-            &self.spec.encoding,
-            self.spec.target_file_bytes,
-        );
-        let limit = self.pending_limit;
-        let unit = self.unit.as_mut().expect("checked by write()");
-        let info = &unit.info;
-        let file_key = match &self.privacy {
-            Some(p) => p.file_key(&info.key.0),
-            None => Cow::Borrowed(info.key.0.as_str()),
-        };
-        let part = unit.parts.entry(day).or_insert_with(|| DayPart {
-            writer: RotatingWriter::new(
-                out_dir,
-                format!("messages/date={}", date_string(day * DAY_MS)),
-                format!("part-{file_key}-{:05}", info.first_cell),
-                run8,
-                enc,
-                batch.schema(),
-                target,
-            ),
-            pending: Vec::new(),
-            pending_bytes: 0,
-        });
-        if !unit.multi_day {
-            return part.writer.write(&batch);
-        }
-        let bytes = batch.get_array_memory_size();
-        part.pending.push(batch);
-        part.pending_bytes += bytes;
-        unit.pending_bytes += bytes;
-        while unit.pending_bytes > limit {
-            let largest = unit
-                .parts
-                .iter()
-                .max_by_key(|(_, p)| p.pending_bytes)
-                .map(|(d, _)| *d)
-                .expect("pending rows are in some partition");
-            drain(unit, largest)?;
-        }
-        Ok(())
-    }
-
-    /// Closes the unit's files: pending rows written, every writer finished.
-    fn close_files(&mut self) -> Result<Vec<(i64, StagedFile)>, SinkError> {
-        let unit = self.unit.as_mut().expect("checked by commit()");
-        let waiting: Vec<i64> = unit
-            .parts
-            .iter()
-            .filter(|(_, p)| !p.pending.is_empty())
-            .map(|(d, _)| *d)
-            .collect();
-        for day in waiting {
-            drain(unit, day)?;
-        }
-        let mut staged = Vec::new();
-        for (day, p) in std::mem::take(&mut unit.parts) {
-            staged.extend(p.writer.finish()?.into_iter().map(|f| (day, f)));
-        }
-        Ok(staged)
-    }
-
     /// Stages the dead-letter file of a commit (fsynced).
     fn stage_dead(&self, info: &UnitInfo, dead: &DeadLetters) -> Result<StagedFile, SinkError> {
         let stem = format!("part-{}-{:05}", self.file_key(&info.key.0), info.first_cell);
@@ -217,6 +120,7 @@ impl FilesSink {
             path: format!("_dead_letter/{stem}.jsonl"),
             rows: dead.rows,
             bytes: dead.lines.len() as u64,
+            bounds: None,
         })
     }
 
@@ -291,8 +195,12 @@ impl FilesSink {
         cells_done: u32,
         dead: DeadLetters,
     ) -> Result<Committed, SinkError> {
-        let info = self.unit()?.info.clone();
-        let messages = self.close_files()?;
+        let unit = self
+            .unit
+            .take()
+            .ok_or_else(|| SinkError::Crashed("EndUnit outside a unit".into()))?;
+        let info = unit.info;
+        let messages = unit.parts.finish()?;
         let done = (cells_done as usize).min(info.cells.len());
         if done == 0 {
             for (_, f) in &messages {
@@ -418,74 +326,30 @@ impl Bounds {
     }
 }
 
-/// Writes a partition's pending rows as one row group (or more, past the row-group size) and
-/// ends it, so that no row group stays open in memory.
-fn drain(unit: &mut OpenUnit, day: i64) -> Result<(), SinkError> {
-    let part = unit.parts.get_mut(&day).expect("a partition with rows");
-    unit.pending_bytes -= std::mem::take(&mut part.pending_bytes);
-    for b in std::mem::take(&mut part.pending) {
-        part.writer.write(&b)?;
-    }
-    part.writer.flush_row_group()
-}
-
-/// Splits a batch by the UTC date of `sent_at`, in date order.
-fn by_day(batch: RecordBatch) -> Result<Vec<(i64, RecordBatch)>, SinkError> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::TimestampMillisecondType;
-    let sent = batch
-        .column_by_name(schema::SENT_AT)
-        .map(|c| c.as_primitive::<TimestampMillisecondType>().clone())
-        .ok_or_else(|| SinkError::Crashed("batch without sent_at".into()))?;
-    let first_day = crate::time::day_of(sent.value(0));
-    if sent
-        .values()
-        .iter()
-        .all(|&t| crate::time::day_of(t) == first_day)
-    {
-        return Ok(vec![(first_day, batch)]);
-    }
-    let mut days: Vec<i64> = sent
-        .values()
-        .iter()
-        .map(|&t| crate::time::day_of(t))
-        .collect();
-    days.sort_unstable();
-    days.dedup();
-    days.into_iter()
-        .map(|day| {
-            let mask: arrow_array::BooleanArray = sent
-                .values()
-                .iter()
-                .map(|&t| Some(crate::time::day_of(t) == day))
-                .collect();
-            arrow_select::filter::filter_record_batch(&batch, &mask)
-                .map(|b| (day, b))
-                .map_err(|e| SinkError::arrow(std::path::Path::new("messages"), e))
-        })
-        .collect()
-}
-
 impl Sink for FilesSink {
     fn begin_unit(&mut self, info: Arc<UnitInfo>) -> Result<(), SinkError> {
         self.abort();
-        let multi_day = self.spec.encoding.format == super::Format::Parquet
-            && info.window.end_ms - info.window.start_ms > DAY_MS;
-        self.unit = Some(OpenUnit {
-            info,
-            parts: BTreeMap::new(),
-            pending_bytes: 0,
-            multi_day,
-        });
+        let layout = Layout {
+            root: self.spec.out_dir.clone(),
+            dir_prefix: "messages/date",
+            stem: format!("part-{}-{:05}", self.file_key(&info.key.0), info.first_cell),
+            run8: self.run8.clone(),
+            encoding: self.spec.encoding.clone(),
+            schema: match &self.privacy {
+                Some(p) => p.schema(&messages_schema()),
+                None => messages_schema(),
+            },
+            target_bytes: self.spec.target_file_bytes,
+            stats: false,
+            transform: None,
+        };
+        let parts = DayPartitions::new(layout, info.window.end_ms - info.window.start_ms);
+        self.unit = Some(OpenUnit { info, parts });
         Ok(())
     }
 
     fn write(&mut self, rows: RecordBatch) -> Result<(), SinkError> {
-        self.unit()?;
-        for (day, batch) in by_day(rows)? {
-            self.write_day(day, batch)?;
-        }
-        Ok(())
+        self.unit()?.parts.write(rows)
     }
 
     fn commit(&mut self, cells_done: u32, dead: DeadLetters) -> Result<Committed, SinkError> {
@@ -501,9 +365,7 @@ impl Sink for FilesSink {
 
     fn abort(&mut self) {
         if let Some(unit) = self.unit.take() {
-            for (_, p) in unit.parts {
-                p.writer.discard();
-            }
+            unit.parts.discard();
         }
     }
 

@@ -15,9 +15,11 @@
 
 pub mod crm;
 pub mod dead_letter;
+pub mod delta;
 mod durable;
 pub mod files;
 pub mod part;
+pub mod partitions;
 pub mod rotating;
 pub mod runner;
 pub mod stdout;
@@ -49,14 +51,20 @@ pub enum OutputSpec {
     Stdout,
     /// A CRM (HubSpot or BottleCRM), with its ledger in the state store.
     Crm(crm::CrmSpec),
+    /// A Delta Lake table (local or on object storage).
+    Delta(delta::DeltaSpec),
 }
 
 impl OutputSpec {
-    /// The output directory (dead letters and the run report for a CRM), if any.
+    /// The local directory of the output (created before the run; the run report goes
+    /// there): the output directory, a CRM's dead-letter directory, a local Delta table, or a
+    /// remote table's state directory.
     pub fn out_dir(&self) -> Option<&Path> {
         match self {
             OutputSpec::Files(f) => Some(&f.out_dir),
             OutputSpec::Crm(c) => Some(&c.out_dir),
+            OutputSpec::Delta(d) if crate::storage::is_remote(&d.location) => Some(&d.state_dir),
+            OutputSpec::Delta(d) => Some(Path::new(&d.location)),
             OutputSpec::Stdout => None,
         }
     }
@@ -66,16 +74,26 @@ impl OutputSpec {
         match self {
             OutputSpec::Files(f) => Some(&f.state_dir),
             OutputSpec::Crm(c) => Some(&c.state_dir),
+            OutputSpec::Delta(d) => Some(&d.state_dir),
             OutputSpec::Stdout => None,
         }
     }
 
-    /// `parquet`, `jsonl`, `jsonl.gz` or `crm:<crm>` (reports).
+    /// Where the output is, as the user named it (a directory, a URL, `-`).
+    pub fn location(&self) -> String {
+        match self {
+            OutputSpec::Delta(d) => d.location.clone(),
+            _ => self
+                .out_dir()
+                .map_or_else(|| "-".into(), |p| p.display().to_string()),
+        }
+    }
+
+    /// `parquet`, `jsonl`, `jsonl.gz`, `delta` or `crm:<crm>` (reports).
     pub fn format_label(&self) -> String {
         match self {
-            OutputSpec::Files(f) => f.encoding.extension().into(),
-            OutputSpec::Stdout => "jsonl".into(),
             OutputSpec::Crm(c) => format!("crm:{}", c.kind.as_str()),
+            _ => self.format_key().into(),
         }
     }
 
@@ -85,6 +103,7 @@ impl OutputSpec {
             OutputSpec::Files(f) => f.encoding.extension(),
             OutputSpec::Stdout => "jsonl",
             OutputSpec::Crm(c) => c.kind.as_str(),
+            OutputSpec::Delta(_) => "delta",
         }
     }
 }

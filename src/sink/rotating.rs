@@ -24,6 +24,114 @@ pub struct StagedFile {
     pub rows: u64,
     /// Bytes on disk.
     pub bytes: u64,
+    /// Exact bounds of its users and times, when asked for ([`RotatingWriter::with_stats`]).
+    pub bounds: Option<RowBounds>,
+}
+
+/// The modulus of [`RowBounds::residues`]: `lcm(1..=10)`, so the users of any shard `i/N` with
+/// `N` dividing it (every N up to 10, and 12, 14, 15, 18, 20, 24, ...) fall on residues
+/// `≡ i (mod N)` only, and files of different shards have disjoint residue sets.
+pub const RESIDUE_MODULUS: u64 = 2520;
+
+/// The smallest and largest `channel_user_id` and `sent_at` (ms since epoch UTC) of some rows,
+/// and which residues `xxh3_64(channel_user_id) mod 2520` their users have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowBounds {
+    /// Smallest user id.
+    pub min_user: String,
+    /// Largest user id.
+    pub max_user: String,
+    /// Earliest `sent_at`, ms since epoch UTC.
+    pub min_ms: i64,
+    /// Latest `sent_at`, ms since epoch UTC.
+    pub max_ms: i64,
+    /// Bit `r` set when a user's `xxh3_64(id) mod 2520` is `r` (the shard hash, `shard.rs`).
+    pub residues: Vec<u64>,
+}
+
+/// The residue of a user among [`RESIDUE_MODULUS`].
+pub fn residue(user: &str) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(user.as_bytes()) % RESIDUE_MODULUS) as usize
+}
+
+impl RowBounds {
+    /// The bounds of `batch` (its `channel_user_id` and `sent_at` columns, `sent_at` in ms or
+    /// µs); `None` for no rows.
+    pub fn of(batch: &RecordBatch) -> Option<RowBounds> {
+        use arrow_array::Array;
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{TimestampMicrosecondType, TimestampMillisecondType};
+        let users = batch
+            .column_by_name(crate::schema::CHANNEL_USER_ID)?
+            .as_string::<i32>();
+        let sent = batch.column_by_name(crate::schema::SENT_AT)?;
+        let times: Vec<i64> = match sent.data_type() {
+            arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, _) => sent
+                .as_primitive::<TimestampMicrosecondType>()
+                .values()
+                .iter()
+                .map(|t| t.div_euclid(1000))
+                .collect(),
+            _ => sent
+                .as_primitive::<TimestampMillisecondType>()
+                .values()
+                .to_vec(),
+        };
+        if users.is_empty() {
+            return None;
+        }
+        let (mut lo, mut hi) = (users.value(0), users.value(0));
+        let mut residues = vec![0u64; (RESIDUE_MODULUS as usize).div_ceil(64)];
+        let mut last = "";
+        for u in users.iter().flatten() {
+            lo = lo.min(u);
+            hi = hi.max(u);
+            if u != last {
+                let r = residue(u);
+                residues[r / 64] |= 1 << (r % 64);
+                last = u;
+            }
+        }
+        Some(RowBounds {
+            min_user: lo.to_owned(),
+            max_user: hi.to_owned(),
+            min_ms: times.iter().copied().min()?,
+            max_ms: times.iter().copied().max()?,
+            residues,
+        })
+    }
+
+    /// These bounds widened by `other`'s.
+    pub fn union(self, other: RowBounds) -> RowBounds {
+        RowBounds {
+            min_user: self.min_user.min(other.min_user),
+            max_user: self.max_user.max(other.max_user),
+            min_ms: self.min_ms.min(other.min_ms),
+            max_ms: self.max_ms.max(other.max_ms),
+            residues: self
+                .residues
+                .iter()
+                .zip(&other.residues)
+                .map(|(a, b)| a | b)
+                .collect(),
+        }
+    }
+
+    /// The residues as hex (a Delta file tag).
+    pub fn residues_hex(&self) -> String {
+        self.residues.iter().map(|w| format!("{w:016x}")).collect()
+    }
+
+    /// Reads [`residues_hex`](Self::residues_hex) back (`None` if malformed).
+    pub fn residues_from_hex(hex: &str) -> Option<Vec<u64>> {
+        if hex.len() != 16 * (RESIDUE_MODULUS as usize).div_ceil(64) {
+            return None;
+        }
+        (0..hex.len())
+            .step_by(16)
+            .map(|i| u64::from_str_radix(&hex[i..i + 16], 16).ok())
+            .collect()
+    }
 }
 
 /// The files of one partition of one unit.
@@ -38,6 +146,10 @@ pub struct RotatingWriter {
     seq: u32,
     open: Option<(PartWriter, String, String)>,
     done: Vec<StagedFile>,
+    /// Track [`RowBounds`] of each file.
+    stats: bool,
+    /// The open file's bounds so far.
+    bounds: Option<RowBounds>,
 }
 
 impl RotatingWriter {
@@ -63,7 +175,15 @@ impl RotatingWriter {
             seq: 0,
             open: None,
             done: Vec::new(),
+            stats: false,
+            bounds: None,
         }
+    }
+
+    /// Tracks each file's exact [`RowBounds`] (for a table format's file statistics).
+    pub fn with_stats(mut self, stats: bool) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// The partition directory, relative to the output.
@@ -78,6 +198,14 @@ impl RotatingWriter {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
         if self.open.is_none() {
             self.open = Some(self.create()?);
+        }
+        if self.stats
+            && let Some(b) = RowBounds::of(batch)
+        {
+            self.bounds = Some(match self.bounds.take() {
+                Some(old) => old.union(b),
+                None => b,
+            });
         }
         let (w, _, _) = self.open.as_mut().expect("opened above");
         w.write(batch)?;
@@ -143,6 +271,7 @@ impl RotatingWriter {
             path,
             rows,
             bytes,
+            bounds: self.bounds.take(),
         });
         Ok(())
     }
