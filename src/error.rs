@@ -12,7 +12,7 @@ pub enum Error {
     /// Usage or configuration (exit 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A run's failure (its own exit code: 2-6).
+    /// A run's failure (its own exit code: 2-7).
     #[error(transparent)]
     Run(#[from] RunError),
     /// The state store (exit 2 when locked by another run, else 6).

@@ -11,7 +11,7 @@ use crate::state::StateStore;
 use crate::time::{parse_user_instant, rfc3339_ms};
 
 /// Resolves (output dir, state dir) from a pipeline file or flags.
-fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf), Error> {
+pub(super) fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf), Error> {
     let (mut out, mut state) = (t.out.clone(), t.state_dir.clone());
     if let Some(p) = &t.pipeline {
         let f = PipelineFile::load(p)?;

@@ -68,12 +68,21 @@ pub struct RequestStats {
     pub retries: AtomicU64,
     /// Response body bytes received.
     pub bytes: AtomicU64,
+    /// 429 responses.
+    pub throttled: AtomicU64,
+    /// Sum of the response times of answered attempts (send to last body byte), microseconds.
+    pub latency_us: AtomicU64,
+    /// Answered attempts whose response time is in `latency_us`.
+    pub latency_count: AtomicU64,
 }
 
 impl RequestStats {
     fn record_status(&self, status: u16) {
         let class = usize::from(status / 100).min(5);
         self.by_status[class].fetch_add(1, Ordering::Relaxed);
+        if status == 429 {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
         *self
             .status_counts
             .lock()
@@ -85,6 +94,11 @@ impl RequestStats {
     /// Responses by exact HTTP status.
     pub fn by_status(&self) -> std::collections::BTreeMap<u16, u64> {
         self.status_counts.lock().expect("stats lock").clone()
+    }
+
+    /// Responses by status class: index 1 is 1xx ... 5 is 5xx (0: below 100).
+    pub fn by_class(&self) -> [u64; 6] {
+        std::array::from_fn(|i| self.by_status[i].load(Ordering::Relaxed))
     }
 
     /// True once any response (whatever its status) was received.
@@ -129,7 +143,7 @@ struct Inner {
     limiter: DefaultDirectRateLimiter,
     inflight: Semaphore,
     config: ClientConfig,
-    stats: RequestStats,
+    stats: Arc<RequestStats>,
 }
 
 /// Errors building a client.
@@ -159,6 +173,18 @@ impl Client {
     /// # Errors
     /// [`ClientBuildError`] for a bad base URL or a key that cannot be sent.
     pub fn new(config: ClientConfig) -> Result<Self, ClientBuildError> {
+        Self::with_stats(config, Arc::default())
+    }
+
+    /// Builds the client counting into `stats` (shared with whoever samples them during the
+    /// run: the metrics file, the run report's timeline).
+    ///
+    /// # Errors
+    /// [`ClientBuildError`] for a bad base URL or a key that cannot be sent.
+    pub fn with_stats(
+        config: ClientConfig,
+        stats: Arc<RequestStats>,
+    ) -> Result<Self, ClientBuildError> {
         let mut base_text = config.base_url.clone();
         if !base_text.ends_with('/') {
             base_text.push('/');
@@ -208,7 +234,7 @@ impl Client {
                 limiter,
                 inflight: Semaphore::new(config.concurrency.max(1)),
                 config,
-                stats: RequestStats::default(),
+                stats,
             }),
         })
     }
@@ -333,6 +359,7 @@ impl Client {
             .await
             .expect("the semaphore is never closed");
         tracing::debug!(url = %url, "Request.");
+        let sent = std::time::Instant::now();
         let mut resp = inner
             .http
             .get(url.clone())
@@ -367,6 +394,9 @@ impl Client {
             .stats
             .bytes
             .fetch_add(body.len() as u64, Ordering::Relaxed);
+        let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+        inner.stats.latency_us.fetch_add(took, Ordering::Relaxed);
+        inner.stats.latency_count.fetch_add(1, Ordering::Relaxed);
         if !(200..300).contains(&status) {
             return Err(ApiError::from_status(
                 status,

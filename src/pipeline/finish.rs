@@ -43,10 +43,17 @@ pub fn spawn_sink(
     let missing = || RunError::Sink(SinkError::Crashed("the output has no state store".into()));
     Ok(match &spec.output {
         OutputSpec::Files(f) => {
-            let sink = FilesSink::new(f.clone(), state.ok_or_else(missing)?, &run_id, watermarks);
-            runner::spawn(sink, run_id, counters, SINK_QUEUE)
+            let sink = FilesSink::new(f.clone(), state.ok_or_else(missing)?, &run_id, watermarks)
+                .with_privacy(spec.privacy.clone());
+            runner::spawn_with(sink, run_id, counters, SINK_QUEUE, spec.privacy.clone())
         }
-        OutputSpec::Stdout => runner::spawn(StdoutSink::default(), run_id, counters, SINK_QUEUE),
+        OutputSpec::Stdout => runner::spawn_with(
+            StdoutSink::default(),
+            run_id,
+            counters,
+            SINK_QUEUE,
+            spec.privacy.clone(),
+        ),
         OutputSpec::Delta(d) => {
             let st = state.ok_or_else(missing)?;
             let sink = DeltaSink::new(d.clone(), st, &run_id, &spec.namespace, watermarks);
@@ -77,6 +84,8 @@ pub struct Ended {
     pub sink: SinkOutcome,
     /// True when a stop was asked (signal).
     pub interrupted: bool,
+    /// The run's time series.
+    pub timeline: crate::timeline::Timeline,
 }
 
 /// Ends the run: the error that counts, the status, the report, recorded. Hands the state
@@ -93,6 +102,7 @@ pub fn finish(
         walk,
         sink,
         interrupted,
+        timeline,
     } = ended;
     let SinkOutcome {
         report: sink_report,
@@ -128,7 +138,10 @@ pub fn finish(
         options: report_options(spec),
         fetched: fetched_range(prepared),
         users: prepared.plan.users.len() as u64,
-        users_rejected: prepared.rejected_users.clone(),
+        users_rejected: match &spec.privacy {
+            Some(p) => p.rejected_users(prepared.rejected_users.clone()),
+            None => prepared.rejected_users.clone(),
+        },
         cells: CellCounts {
             planned: prepared.plan.cell_count(),
             skipped: walked.cells_skipped,
@@ -141,19 +154,10 @@ pub fn finish(
             outside_window: walked.outside_window,
         },
         sink: sink_report,
+        privacy: spec.privacy.as_ref().map(|p| p.report()),
+        timeline,
     };
-    let mut report_file = None;
-    if let (Some(st), Some(out_dir)) = (state.as_mut(), spec.output.out_dir()) {
-        let json = serde_json::to_string(&report).unwrap_or_default();
-        if let Err(e) = st.finish_run(&prepared.run_id, status.as_str(), &json, finished) {
-            tracing::warn!(error = %e, "Could not record the run in the state store.");
-        }
-        let path = out_dir.join("_run_report.json");
-        match report.write(&path) {
-            Ok(()) => report_file = Some(path),
-            Err(e) => tracing::warn!(error = %e, "Could not write the run report."),
-        }
-    }
+    let report_file = record(spec, state.as_mut(), &report, finished);
     let outcome = RunOutcome {
         report: Some(report),
         report_file,
@@ -191,6 +195,28 @@ pub async fn record_remote_finish(spec: &RunSpec, state: Option<StateStore>, out
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "Could not record the run's end in the output."),
         Err(e) => tracing::warn!(error = %e, "Could not record the run's end in the output."),
+    }
+}
+
+/// Records the run in the state store's history and writes `_run_report.json`; returns where.
+fn record(
+    spec: &RunSpec,
+    state: Option<&mut StateStore>,
+    report: &RunReport,
+    finished: i64,
+) -> Option<std::path::PathBuf> {
+    let (st, out_dir) = (state?, spec.output.out_dir()?);
+    let json = serde_json::to_string(report).unwrap_or_default();
+    if let Err(e) = st.finish_run(&report.run_id, report.status.as_str(), &json, finished) {
+        tracing::warn!(error = %e, "Could not record the run in the state store.");
+    }
+    let path = out_dir.join("_run_report.json");
+    match report.write(&path) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not write the run report.");
+            None
+        }
     }
 }
 

@@ -58,6 +58,9 @@ pub struct RunSpec {
     pub output: OutputSpec,
     /// Units and buffers.
     pub tuning: Tuning,
+    /// Privacy controls applied to the output, if any (the key is read by
+    /// `commands::prepare`, until then a placeholder).
+    pub privacy: Option<crate::privacy::Privacy>,
 }
 
 /// How the walk is cut and buffered.
@@ -85,6 +88,10 @@ pub struct RunControl {
     pub rows: AtomicU64,
     /// Sink commit counters.
     pub sink: Arc<SinkCounters>,
+    /// Request counters (the run's client counts into them).
+    pub requests: Arc<crate::engati::client::RequestStats>,
+    /// The run's time series, sampled from the counters.
+    pub timeline: crate::timeline::Recorder,
 }
 
 impl RunControl {
@@ -211,7 +218,7 @@ pub async fn list_users(
 /// stopped.
 pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
     let started = resume::start_ms();
-    let client = match Client::new(spec.source.client.clone()) {
+    let client = match Client::with_stats(spec.source.client.clone(), control.requests.clone()) {
         Ok(c) => c,
         Err(e) => return failed(e.into()),
     };
@@ -223,6 +230,11 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
         Ok(s) => s,
         Err(e) => return failed(e),
     };
+    if let Some(st) = &state
+        && let Err(e) = crate::privacy::check_output(st, spec.privacy.as_ref())
+    {
+        return failed(e);
+    }
     let (users, rejected) = match list_users(&client, &spec.source.users).await {
         Ok(u) => u,
         Err(e) => return failed(e),
@@ -231,6 +243,7 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
         Ok(p) => p,
         Err(e) => return failed(e),
     };
+    crate::logging::set_run_id(&prepared.run_id);
     let cells = prepared.plan.cell_count();
     control.cells_planned.store(cells, Ordering::Relaxed);
     warn_if_large(cells, spec);
@@ -246,7 +259,14 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
         Err(e) => return failed(e),
     };
     let mut walked = walk::Walked::default();
-    let result = walk::walk(spec, control, &client, &prepared, &cx, &tx, &mut walked).await;
+    let result = {
+        let walking = walk::walk(spec, control, &client, &prepared, &cx, &tx, &mut walked);
+        let sampling = control.timeline.run(&control.requests, &control.sink);
+        tokio::select! {
+            r = walking => r,
+            () = sampling => unreachable!("the sampler never ends"),
+        }
+    };
     let interrupted = control.stopping();
     if result.is_ok() && !prepared.plan.users.is_empty() {
         let users = prepared.plan.users.clone();
@@ -254,11 +274,13 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
     }
     drop(tx);
     let ended = sink.join().await;
+    control.timeline.sample(&control.requests, &control.sink);
     let ended = finish::Ended {
         walked,
         walk: result,
         sink: ended,
         interrupted,
+        timeline: control.timeline.snapshot(),
     };
     let (outcome, state) = finish::finish(spec, &client, &prepared, ended, started);
     finish::record_remote_finish(spec, state, &outcome).await;

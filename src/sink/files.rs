@@ -16,6 +16,7 @@
 //! directory, and each commit is uploaded and committed by a manifest instead of renamed
 //! ([`remote_files`](super::remote_files)); committed names then carry the commit's tag.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ use super::{
     watermark_moves,
 };
 use crate::model::{User, Window};
+use crate::privacy::Privacy;
 use crate::schema::{RowContext, messages_schema};
 use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore};
 use crate::time::DAY_MS;
@@ -68,6 +70,9 @@ pub struct FilesSink {
     unit: Option<OpenUnit>,
     /// The object-store side, for an output on object storage (opened by [`Sink::start`]).
     remote: Option<RemoteFiles>,
+    /// The privacy policy the rows were written under (the runner applies it to rows): re-exported
+    /// rows are found by their pseudonymized ids, file names carry keyed hashes.
+    privacy: Option<Privacy>,
 }
 
 struct OpenUnit {
@@ -92,6 +97,22 @@ impl FilesSink {
             state,
             unit: None,
             remote: None,
+            privacy: None,
+        }
+    }
+
+    /// The sink writing under `privacy` (see the field).
+    #[must_use]
+    pub fn with_privacy(mut self, privacy: Option<Privacy>) -> Self {
+        self.privacy = privacy;
+        self
+    }
+
+    /// The unit key as file names show it.
+    fn file_key<'a>(&self, key: &'a str) -> Cow<'a, str> {
+        match &self.privacy {
+            Some(p) => p.file_key(key),
+            None => Cow::Borrowed(key),
         }
     }
 
@@ -108,7 +129,7 @@ impl FilesSink {
         dead: &DeadLetters,
         tag: Option<&str>,
     ) -> Result<StagedFile, SinkError> {
-        let stem = format!("part-{}-{:05}", info.key.0, info.first_cell);
+        let stem = format!("part-{}-{:05}", self.file_key(&info.key.0), info.first_cell);
         let staged = format!("_dead_letter/.{stem}.jsonl.{}{STAGED_SUFFIX}", self.run8);
         write_file(&self.spec.out_dir.join(&staged), &dead.lines)?;
         Ok(StagedFile {
@@ -144,7 +165,20 @@ impl FilesSink {
             &b.min_user,
             &b.max_user,
         )?);
-        let cell_map: CellMap<'_> = cells.iter().map(|c| (c.user.as_ref(), c.window)).collect();
+        // Rows carry the users as the output writes them (pseudonymized or not).
+        let keys: Vec<Cow<'_, str>> = cells
+            .iter()
+            .map(|c| match &self.privacy {
+                Some(p) => p.user_key(&c.user),
+                None => Cow::Borrowed(c.user.as_ref()),
+            })
+            .collect();
+        let cell_map: CellMap<'_> = keys
+            .iter()
+            .zip(cells)
+            .map(|(k, c)| (k.as_ref(), c.window))
+            .collect();
+        let file_key = self.file_key(&info.key.0);
         let same_unit = |f: &FileRecord| {
             !f.unit_key.starts_with("remnant:")
                 && f.unit_key == info.key.0
@@ -171,7 +205,7 @@ impl FilesSink {
                 n += 1;
                 let (dir, name) = f.path.rsplit_once('/').unwrap_or(("", ""));
                 let ext = name.split_once('.').map_or("", |(_, e)| e);
-                let stem = format!("part-{}-{:05}-r{run8}{n:02}", info.key.0, info.first_cell);
+                let stem = format!("part-{file_key}-{:05}-r{run8}{n:02}", info.first_cell);
                 (
                     format!("{dir}/.{stem}.{ext}.{run8}{STAGED_SUFFIX}"),
                     final_name(format!("{dir}/{stem}.{ext}"), tag),
@@ -357,10 +391,13 @@ impl Sink for FilesSink {
         let layout = Layout {
             root: self.spec.out_dir.clone(),
             dir_prefix: "messages/date",
-            stem: format!("part-{}-{:05}", info.key.0, info.first_cell),
+            stem: format!("part-{}-{:05}", self.file_key(&info.key.0), info.first_cell),
             run8: self.run8.clone(),
             encoding: self.spec.encoding.clone(),
-            schema: messages_schema(),
+            schema: match &self.privacy {
+                Some(p) => p.schema(&messages_schema()),
+                None => messages_schema(),
+            },
             target_bytes: self.spec.target_file_bytes,
             stats: false,
             transform: None,
@@ -402,16 +439,14 @@ impl Sink for FilesSink {
         if let Some(remote) = self.remote.as_mut() {
             remote.restore_users(&mut self.state)?;
         }
-        super::users_table::write(
-            &mut self.state,
-            &self.spec.out_dir,
-            &self.spec.encoding,
-            &self.run_id,
-            &self.run8,
-            users,
-            cx,
-            self.remote.as_mut(),
-        )
+        let to = super::users_table::Target {
+            out_dir: &self.spec.out_dir,
+            encoding: &self.spec.encoding,
+            run_id: &self.run_id,
+            run8: &self.run8,
+            privacy: self.privacy.as_ref(),
+        };
+        super::users_table::write(&mut self.state, &to, users, cx, self.remote.as_mut())
     }
 
     fn finish(self: Box<Self>) -> SinkEnd {

@@ -20,11 +20,43 @@ use super::part::{Encoding, PartWriter};
 use super::remote_files::RemoteFiles;
 use super::{SinkError, WrittenFile};
 use crate::model::{ExportedUser, User};
+use crate::privacy::Privacy;
 use crate::schema::{self, RowContext, UsersBatchBuilder, users_schema};
 use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore};
 
 /// Users per state-store page: a million users never sit in memory twice.
 const PAGE: usize = 10_000;
+
+/// Writes one batch, under `privacy` if any.
+fn write_batch(
+    w: &mut PartWriter,
+    batch: &arrow_array::RecordBatch,
+    privacy: Option<&Privacy>,
+    path: &Path,
+) -> Result<(), SinkError> {
+    match privacy {
+        Some(p) => w.write(&p.users(batch).map_err(|e| SinkError::Arrow {
+            path: path.to_owned(),
+            source: e,
+        })?),
+        None => w.write(batch),
+    }
+}
+
+/// Where and how the table is written.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    /// The output directory.
+    pub out_dir: &'a Path,
+    /// The file format.
+    pub encoding: &'a Encoding,
+    /// The run writing it.
+    pub run_id: &'a str,
+    /// Its staged-name suffix.
+    pub run8: &'a str,
+    /// The privacy policy applied to the table, if any.
+    pub privacy: Option<&'a Privacy>,
+}
 
 /// Records `users` and rewrites the table; returns the file and its rows (`None` when the
 /// output has no user at all). With `remote`, the file is committed to object storage (its
@@ -32,17 +64,20 @@ const PAGE: usize = 10_000;
 ///
 /// # Errors
 /// [`SinkError`] for state or file failures.
-#[allow(clippy::too_many_arguments)] // the file sink's parts, passed as they are
 pub fn write(
     state: &mut StateStore,
-    out_dir: &Path,
-    encoding: &Encoding,
-    run_id: &str,
-    run8: &str,
+    to: &Target<'_>,
     users: &[User],
     cx: &RowContext,
     mut remote: Option<&mut RemoteFiles>,
 ) -> Result<Option<(WrittenFile, u64)>, SinkError> {
+    let Target {
+        out_dir,
+        encoding,
+        run_id,
+        run8,
+        privacy,
+    } = *to;
     for chunk in users.chunks(PAGE) {
         let stored: Vec<ExportedUser> = chunk
             .iter()
@@ -57,7 +92,8 @@ pub fn write(
     let ext = encoding.extension();
     let staged = format!("users/.part-users.{ext}.{run8}{STAGED_SUFFIX}");
     create_dir(&out_dir.join("users"))?;
-    let mut w = PartWriter::create(&out_dir.join(&staged), encoding, users_schema())?;
+    let schema = privacy.map_or_else(users_schema, |p| p.schema(&users_schema()));
+    let mut w = PartWriter::create(&out_dir.join(&staged), encoding, schema)?;
     let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
     let (mut first, mut last): (Option<String>, Option<String>) = (None, None);
     let mut after: Option<String> = None;
@@ -68,7 +104,9 @@ pub fn write(
         let mut b = UsersBatchBuilder::new();
         for u in page {
             let id = &u.user.channel_user_id;
-            hasher.update(id.as_bytes());
+            // The name hashes the ids as written: pseudonyms under a privacy policy.
+            let shown = privacy.map_or(std::borrow::Cow::Borrowed(id.as_str()), |p| p.user_key(id));
+            hasher.update(shown.as_bytes());
             hasher.update(&[0]);
             hasher.update(u.run_id.as_bytes());
             hasher.update(&[0]);
@@ -76,7 +114,7 @@ pub fn write(
             last = Some(id.clone());
             b.append(cx, &u);
         }
-        w.write(&b.finish())?;
+        write_batch(&mut w, &b.finish(), privacy, &out_dir.join(&staged))?;
     }
     let Some(first) = first else {
         w.discard();
