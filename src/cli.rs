@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::config::{RangeSection, SinkSection, SourceSection};
+use crate::config::{PrivacySection, RangeSection, SinkSection, SourceSection};
 
 /// Export Engati chatbot conversations to Parquet, JSONL or a CRM.
 ///
@@ -18,7 +18,7 @@ use crate::config::{RangeSection, SinkSection, SourceSection};
 /// with bounded concurrency, normalizes the messages and writes them atomically, exactly once,
 /// resumably. Exit codes: 0 success, 1 completed with rejected records, 2 usage or config
 /// error, 3 authentication, 4 request rejected by the API, 5 source unavailable, 6 output
-/// failure, 130 interrupted.
+/// failure, 7 another worker owns the object-storage output, 130 interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "engati-etl", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
@@ -35,6 +35,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "SECS", help_heading = "Global",
           default_value_t = crate::progress::DEFAULT_HEARTBEAT_SECS)]
     pub heartbeat_secs: u64,
+    /// Log format on stderr: text (for people) or json (one object a line, for log pipelines).
+    #[arg(long, global = true, value_name = "FORMAT", env = "ENGATI_ETL_LOG_FORMAT",
+          default_value = "text", help_heading = "Global",
+          value_parser = crate::config::values::EnumParser::<crate::logging::LogFormat>::new("--log-format"))]
+    pub log_format: crate::logging::LogFormat,
     /// Test hooks (feature `fault-injection` only).
     #[cfg(feature = "fault-injection")]
     #[command(flatten)]
@@ -109,6 +114,79 @@ It lists the users (the same Users API calls as the run), counts the cells exact
 each sampled cell's pages as the run would (at most --sample-pages per cell, paced under
 max_rps). It writes nothing and takes no lock; the requests it made are reported.")]
     Plan(PlanArgs),
+    /// Message people from a table (WhatsApp templates, broadcasts, API-triggered flows),
+    /// never twice, every row accounted for.
+    #[command(subcommand)]
+    Send(crate::send::args::SendCmd),
+    /// Write a self-contained HTML page about an output: charts of the last run and the runs.
+    #[command(after_help = "Examples:
+  engati-etl report pipelines/nightly.toml --html nightly.html
+  engati-etl report --out out/feedback --html feedback.html")]
+    Report(ReportArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    #[command(after_help = "Examples:
+  engati-etl completions bash > /usr/share/bash-completion/completions/engati-etl
+  engati-etl completions zsh > \"${fpath[1]}/_engati-etl\"
+  engati-etl completions fish > ~/.config/fish/completions/engati-etl.fish")]
+    Completions(CompletionsArgs),
+    /// Write the man pages (engati-etl.1 and one per subcommand), or print engati-etl.1.
+    #[command(after_help = "Examples:
+  engati-etl manpage --out-dir /usr/share/man/man1
+  engati-etl manpage | man -l -")]
+    Manpage(ManpageArgs),
+}
+
+/// Flags of the runs a scheduler starts (`export`, `run`, `backfill`): metrics and exit codes.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Operations")]
+pub struct OpsArgs {
+    /// Write Prometheus metrics (text format, for node_exporter's textfile collector) to this
+    /// file, atomically, at the end of the run and every --metrics-interval-secs during it.
+    #[arg(long, value_name = "PATH", env = "ENGATI_ETL_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// Seconds between metrics-file writes during a run (0: only at the end).
+    #[arg(long, value_name = "SECS", default_value_t = crate::metrics::DEFAULT_INTERVAL_SECS)]
+    pub metrics_interval_secs: u64,
+    /// Also serve the metrics over HTTP at http://ADDR/metrics while the run goes (e.g.
+    /// 0.0.0.0:9464 for a Prometheus scrape of a long backfill).
+    #[arg(long, value_name = "ADDR", env = "ENGATI_ETL_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Exit code of a run that completed but dead-lettered some messages (0 keeps a scheduler
+    /// green; 2-7 and 130 are taken).
+    #[arg(long, value_name = "N", env = "ENGATI_ETL_REJECTS_EXIT_CODE", default_value_t = 1,
+          value_parser = crate::summary::parse_rejects_exit_code)]
+    pub rejects_exit_code: u8,
+}
+
+/// `report` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    /// Which output (its state and files).
+    pub target: StateTarget,
+    /// Write the HTML page here.
+    #[arg(long, value_name = "FILE")]
+    pub html: PathBuf,
+    /// Runs to show in the history table.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub runs: usize,
+}
+
+/// `completions` flags.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// `manpage` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ManpageArgs {
+    /// Write engati-etl.1 and engati-etl-<subcommand>.1 into this directory (else print
+    /// engati-etl.1 on stdout).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// `plan` flags.
@@ -236,6 +314,12 @@ pub struct BackfillArgs {
     #[command(flatten)]
     /// Output overrides.
     pub sink: SinkSection,
+    #[command(flatten)]
+    /// Privacy overrides.
+    pub privacy: PrivacySection,
+    #[command(flatten)]
+    /// Metrics and exit codes.
+    pub ops: OpsArgs,
 }
 
 /// `export` flags.
@@ -250,6 +334,12 @@ pub struct ExportArgs {
     #[command(flatten)]
     /// Output.
     pub sink: SinkSection,
+    #[command(flatten)]
+    /// Privacy controls.
+    pub privacy: PrivacySection,
+    #[command(flatten)]
+    /// Metrics and exit codes.
+    pub ops: OpsArgs,
 }
 
 /// `run` flags.
@@ -267,6 +357,12 @@ pub struct RunArgs {
     #[command(flatten)]
     /// Output overrides.
     pub sink: SinkSection,
+    #[command(flatten)]
+    /// Privacy overrides.
+    pub privacy: PrivacySection,
+    #[command(flatten)]
+    /// Metrics and exit codes.
+    pub ops: OpsArgs,
 }
 
 /// `users` output format.
@@ -311,6 +407,9 @@ pub struct ValidateArgs {
     #[command(flatten)]
     /// Output overrides.
     pub sink: SinkSection,
+    #[command(flatten)]
+    /// Privacy overrides.
+    pub privacy: PrivacySection,
 }
 
 /// `sandbox` flags.
@@ -388,6 +487,18 @@ pub struct SandboxArgs {
     /// Also run the HubSpot emulator on this port (0 = any) and print its URL and token.
     #[arg(long, value_name = "PORT")]
     pub hubspot_port: Option<u16>,
+    /// Write side: share of sends answered 500 before processing (nothing is sent).
+    #[arg(long, default_value_t = 0.0)]
+    pub send_refuse_rate: f64,
+    /// Write side: share of sends answered 429 with Retry-After before processing.
+    #[arg(long, default_value_t = 0.0)]
+    pub send_throttle_rate: f64,
+    /// Write side: share of sends processed (recorded), then answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub send_fail_after_rate: f64,
+    /// Write side: share of sends processed, then stalled for --stall-ms.
+    #[arg(long, default_value_t = 0.0)]
+    pub send_stall_after_rate: f64,
 }
 
 #[cfg(test)]

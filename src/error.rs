@@ -12,7 +12,7 @@ pub enum Error {
     /// Usage or configuration (exit 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A run's failure (its own exit code: 2-6).
+    /// A run's failure (its own exit code: 2-7).
     #[error(transparent)]
     Run(#[from] RunError),
     /// The state store (exit 2 when locked by another run, else 6).
@@ -21,6 +21,14 @@ pub enum Error {
     /// A usage error found by a command (exit 2).
     #[error("{0}")]
     Usage(String),
+    /// A `send` command's failure, with its exit code (README, "Send").
+    #[error("{message}")]
+    Send {
+        /// The exit code.
+        code: u8,
+        /// What went wrong.
+        message: String,
+    },
     /// Writing a command's output (exit 6; a closed pipe is not an error).
     #[error("writing to stdout: {0}")]
     Output(#[from] std::io::Error),
@@ -36,6 +44,7 @@ impl Error {
             Error::State(_) => 6,
             Error::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
             Error::Output(_) => 6,
+            Error::Send { code, .. } => *code,
         }
     }
 

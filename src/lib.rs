@@ -18,7 +18,13 @@
 //! [`engati`] (everything that knows the API), [`plan`] (and its estimate), [`shard`] (which
 //! users a sharded worker takes), [`normalize`], [`schema`] (the output
 //! columns), [`sink`], [`state`], [`report`], [`progress`], [`sandbox`] (an Engati-compatible
-//! server and a HubSpot emulator for the demo, tests and benchmarks), [`secret`], [`time`].
+//! server and a HubSpot emulator for the demo, tests and benchmarks), [`secret`], [`time`],
+//! [`storage`] (object stores), and [`send`] (the write side: templates, broadcasts and API
+//! triggers from a table, never twice).
+//! Operations: [`summary`] (the one-line JSON result on stdout), [`logging`] (text or JSON
+//! logs), [`metrics`] (a Prometheus textfile), [`timeline`] (the run's time series in the
+//! report), [`report_html`] (`engati-etl report --html`), [`privacy`] (pseudonymized ids,
+//! redaction, dropped columns).
 //! The API contract is `docs/engati-api.md`; the README documents flags, schema, guarantees and
 //! exit codes.
 
@@ -30,18 +36,25 @@ pub mod config;
 pub mod engati;
 pub mod error;
 pub mod hooks;
+pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod normalize;
 pub mod pipeline;
 pub mod plan;
+pub mod privacy;
 pub mod progress;
 pub mod report;
+pub mod report_html;
 pub mod retry;
 pub mod sandbox;
 pub mod schema;
 pub mod secret;
+pub mod send;
 pub mod shard;
 pub mod sink;
 pub mod state;
 pub mod storage;
+pub mod summary;
 pub mod time;
+pub mod timeline;

@@ -4,41 +4,22 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = engati_etl::cli::Cli::parse();
+    let cli = match engati_etl::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     #[cfg(feature = "fault-injection")]
     let _failpoints = arm_test_hooks(&cli.hooks);
-    let default_level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    // -v / -vv win over RUST_LOG (flags > environment); RUST_LOG is read without them.
-    let from_flags = || {
-        EnvFilter::new(format!(
-            "{default_level},hyper=warn,reqwest=warn,h2=warn,axum=warn"
-        ))
-    };
-    let filter = if cli.verbose > 0 {
-        from_flags()
-    } else {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| from_flags())
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    engati_etl::logging::init(cli.log_format, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("engati-etl: error: cannot start the async runtime: {e}");
+            engati_etl::logging::error(&format!("cannot start the async runtime: {e}"), 6);
             return ExitCode::from(6);
         }
     };
@@ -49,11 +30,35 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             if !e.is_silent() {
-                eprintln!("engati-etl: error: {e}");
+                engati_etl::logging::error(&e.to_string(), e.exit_code());
             }
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// A command line clap refused (or `--help`, `--version`): printed by clap, or, when JSON logs
+/// were asked for, as one JSON error line (every stderr line stays JSON).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let args: Vec<String> = std::env::args().collect();
+    let json = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json")
+        || std::env::var("ENGATI_ETL_LOG_FORMAT").is_ok_and(|v| v == "json");
+    if !json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    engati_etl::logging::init(engati_etl::logging::LogFormat::Json, 0);
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("error: ");
+    engati_etl::logging::error(first, 2);
+    ExitCode::from(2)
 }
 
 /// Arms the failpoints of `FAILPOINTS` and of the hidden test flags.

@@ -257,7 +257,7 @@ pub fn message_id_hex(base: u128, occurrence: u32, out: &mut String) {
 
 /// A hasher for keys that are already hashes (the 128-bit content hash): takes their bits.
 #[derive(Default)]
-struct PassThrough(u64);
+pub(crate) struct PassThrough(u64);
 
 impl std::hash::Hasher for PassThrough {
     fn finish(&self) -> u64 {

@@ -44,7 +44,7 @@ impl Progress {
         if quiet {
             return none;
         }
-        if !std::io::stderr().is_terminal() {
+        if !std::io::stderr().is_terminal() || crate::logging::is_json() {
             if heartbeat_secs == 0 {
                 return none;
             }
@@ -54,11 +54,11 @@ impl Progress {
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 loop {
                     tick.tick().await;
-                    eprintln!(
+                    crate::logging::notice(&format!(
                         "engati-etl: {} s: {}",
                         started.elapsed().as_secs(),
                         status(&control)
-                    );
+                    ));
                 }
             });
             return Progress {

@@ -19,7 +19,7 @@ pub enum RunStatus {
     CompletedWithRejects,
     /// Stopped by Ctrl-C / SIGTERM after committing what was in flight (exit 130).
     Interrupted,
-    /// Stopped by an error (exit 2-6).
+    /// Stopped by an error (exit 2-7).
     Failed,
 }
 
@@ -151,6 +151,11 @@ pub struct RunReport {
     pub messages: MessageCounts,
     /// Files written/replaced, bytes.
     pub sink: SinkReport,
+    /// The privacy policy applied to the output (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<crate::privacy::PrivacyReport>,
+    /// What happened over the run, in time buckets (see [`crate::timeline`]).
+    pub timeline: crate::timeline::Timeline,
 }
 
 impl RunReport {
@@ -285,6 +290,9 @@ impl RunReport {
             self.sink.files_replaced,
             self.sink.rows_replaced
         );
+        if let Some(p) = &self.privacy {
+            let _ = writeln!(s, "  privacy    {}", p.describe());
+        }
         if let Some(c) = &self.sink.crm {
             let _ = writeln!(
                 s,

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use engati_etl::config::{
-    self, PipelineFile, RangeSection, SandboxSection, SinkSection, SourceSection,
+    self, PipelineFile, PrivacySection, RangeSection, SandboxSection, SinkSection, SourceSection,
 };
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
@@ -55,6 +55,7 @@ fn sections() -> Vec<(&'static str, Vec<&'static str>)> {
         ("source", fields::<SourceSection>()),
         ("range", fields::<RangeSection>()),
         ("sink", fields::<SinkSection>()),
+        ("privacy", fields::<PrivacySection>()),
         ("sandbox", fields::<SandboxSection>()),
     ]
 }

@@ -674,7 +674,7 @@ async fn help_logs_and_heartbeats_are_for_people_and_pipes() {
         "Tuning:",
         "Global:",
         "tomorrow",
-        "parquet, jsonl or crm",
+        "parquet, jsonl, delta or crm",
     ] {
         assert!(help.contains(needle), "export --help lacks `{needle}`");
     }

@@ -283,3 +283,55 @@ async fn users_and_state_commands_take_a_shard() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("export@s1of2"));
 }
+
+/// Shards on object storage (a `file://` URL), all at once, then one shard again from an empty
+/// state directory (a fresh pod, which rebuilds its state from the output's manifests): the
+/// output is the single export's rows, and its users table has each user once (a shard never
+/// takes in, nor replaces, another shard's users file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_on_object_storage_equal_one_export_even_from_an_empty_state() {
+    let sb = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (single, sharded) = (dir.path().join("single"), dir.path().join("sharded"));
+    std::fs::create_dir_all(&sharded).unwrap();
+    single_export(&sb, &single).await;
+    let url = format!("file://{}", sharded.display());
+    let state = dir.path().join("state");
+    let mut children = Vec::new();
+    for i in 0..3 {
+        let index = i.to_string();
+        let env = [
+            ("ENGATI_API_KEY", sb.ids.api_key.as_str()),
+            ("JOB_COMPLETION_INDEX", index.as_str()),
+        ];
+        let extra = ["--shards", "3", "--state-dir", state.to_str().unwrap()];
+        let args = shard_args(&sb, Path::new(&url), &extra);
+        children.push(command(&args, &env).output());
+    }
+    for (i, o) in futures_util::future::join_all(children)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let o = o.unwrap();
+        assert_eq!(o.status.code(), Some(0), "shard {i}: {}", text(&o));
+    }
+    assert_equal_outputs(&single, &sharded);
+    let fresh = dir.path().join("fresh");
+    let extra = ["--shard", "1/3", "--state-dir", fresh.to_str().unwrap()];
+    let o = run(
+        &shard_args(&sb, Path::new(&url), &extra),
+        Some(&sb.ids.api_key),
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_equal_outputs(&single, &sharded);
+    // Each shard still has its own users file: shard 1 replaced only its own.
+    let mut tags: Vec<String> = files_under(&sharded.join("users"))
+        .iter()
+        .map(|f| Shard::tag_in(&f.file_name().unwrap().to_string_lossy()).map(|s| s.tag()))
+        .map(|t| t.unwrap_or_default())
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["s0of3", "s1of3", "s2of3"], "users files");
+}

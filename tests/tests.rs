@@ -11,8 +11,15 @@
 //! - `crm`: HubSpot emulator timelines, growth, 207/429, budget, crashes, dry run, BottleCRM.
 //! - `plan`: the estimate against the actual run (cells, requests, messages; never times).
 //! - `shards`: N shards into one output equal one export, one after the other or at once.
+//! - `remote_files`: Parquet/JSONL on object storage (`file://`; S3 via s3s-fs, ignored):
+//!   manifests, empty state dirs, kills at each commit step, two workers, watermarks.
+//! - `ops`: the JSON summary line, JSON logs, the metrics file, the rejects exit code, the
+//!   timeline, completions and man pages.
+//! - `privacy`: pseudonymized ids, redaction, dropped columns; exactly once under them.
 //! - `fuzz_wire`: the page parser, normalizer and Users reader under seeded fuzzing and
 //!   adversarial bodies (no sandbox; the long run is `examples/fuzz_wire.rs`).
+//! - `send`: templates, triggers, broadcasts from a table: never twice, every row accounted
+//!   for, under faults and crashes; dry run, reconciliation, retries, exit codes.
 
 mod util;
 
@@ -20,6 +27,8 @@ mod commands;
 mod crash;
 mod crm;
 mod dead_letter;
+mod delta;
+mod deploy;
 mod docs;
 mod encoding;
 mod errors;
@@ -28,5 +37,11 @@ mod faults;
 mod fuzz_wire;
 mod hardening;
 mod incremental;
+mod object_store;
+mod ops;
 mod plan;
+mod privacy;
+mod remote_files;
+mod report_html;
+mod send;
 mod shards;

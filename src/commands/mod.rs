@@ -1,9 +1,12 @@
 //! The subcommands: turn parsed flags into a run, print results, return the exit code. Each
 //! returns `Result<ExitCode, Error>`; errors are printed once, by `main`.
 
+mod completions;
 mod export;
 mod plan;
+mod report;
 mod sandbox;
+mod send;
 mod state;
 mod users;
 mod validate;
@@ -38,6 +41,10 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
         Cmd::Backfill(a) => export::backfill(a, quiet).await,
         Cmd::State(c) => state::state(c),
         Cmd::Plan(a) => plan::plan(a).await,
+        Cmd::Report(a) => report::report(a),
+        Cmd::Completions(a) => completions::completions(a),
+        Cmd::Manpage(a) => completions::manpage(a),
+        Cmd::Send(c) => send::send(c, quiet).await,
     }
 }
 
@@ -84,6 +91,12 @@ pub async fn prepare(mut file: PipelineFile, command: Command) -> Result<Prepare
         read_crm_token(&mut spec)?;
         None
     };
+    if let Some(p) = spec.privacy.take() {
+        let policy = p.policy().clone();
+        spec.privacy = Some(crate::privacy::Privacy::with_key_from(policy, |v| {
+            std::env::var(v).ok()
+        })?);
+    }
     let sandbox = connect(sandbox_cfg, &mut spec.source).await?;
     Ok(Prepared {
         spec,
@@ -187,11 +200,11 @@ pub fn install_signals(control: Arc<crate::pipeline::RunControl>) {
             seen += 1;
             if seen == 1 {
                 control.stop();
-                eprintln!(
-                    "engati-etl: stopping: finishing and committing in-flight work (signal again to abort now)"
+                crate::logging::notice(
+                    "engati-etl: stopping: finishing and committing in-flight work (signal again to abort now)",
                 );
             } else {
-                eprintln!("engati-etl: aborted");
+                crate::logging::notice("engati-etl: aborted");
                 std::process::exit(130);
             }
         }

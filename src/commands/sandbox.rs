@@ -27,6 +27,10 @@ pub async fn sandbox(a: SandboxArgs) -> Result<ExitCode, Error> {
         ("--truncate-rate", a.truncate_rate),
         ("--stall-rate", a.stall_rate),
         ("--malformed-rate", a.malformed_rate),
+        ("--send-refuse-rate", a.send_refuse_rate),
+        ("--send-throttle-rate", a.send_throttle_rate),
+        ("--send-fail-after-rate", a.send_fail_after_rate),
+        ("--send-stall-after-rate", a.send_stall_after_rate),
     ] {
         if !(0.0..=1.0).contains(&v) {
             return Err(Error::Usage(format!("{name} {v} must be between 0 and 1")));
@@ -58,6 +62,16 @@ pub async fn sandbox(a: SandboxArgs) -> Result<ExitCode, Error> {
             stall_rate: a.stall_rate,
             stall_ms: a.stall_ms,
             seed: a.seed,
+        },
+        write: crate::sandbox::write::WriteConfig {
+            refuse_500_rate: a.send_refuse_rate,
+            refuse_429_rate: a.send_throttle_rate,
+            retry_after_secs: a.retry_after_secs,
+            fail_after_rate: a.send_fail_after_rate,
+            stall_after_rate: a.send_stall_after_rate,
+            stall_ms: a.stall_ms,
+            seed: a.seed,
+            ..Default::default()
         },
         live: (a.live_interval_ms > 0).then_some(LiveConfig {
             interval_ms: a.live_interval_ms,

@@ -13,7 +13,7 @@ use crate::time::{parse_user_instant, rfc3339_ms};
 
 /// Resolves (output dir, state dir, shard) from a pipeline file or flags; a shard's state is
 /// in its subdirectory `s<I>of<N>` of the state directory.
-fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf, Option<Shard>), Error> {
+pub(super) fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf, Option<Shard>), Error> {
     let (mut out, mut state) = (t.out.clone(), t.state_dir.clone());
     if let Some(p) = &t.pipeline {
         let f = PipelineFile::load(p)?;
@@ -27,7 +27,14 @@ fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf, Option<Shard>), Error> {
     if out.as_os_str() == "-" {
         return Err(usage("an export to stdout (--out -) keeps no state".into()));
     }
-    let state = state.unwrap_or_else(|| out.join("_state"));
+    let state = state.unwrap_or_else(|| {
+        let location = out.to_string_lossy();
+        if crate::storage::is_remote(&location) {
+            crate::config::sink::remote_state_dir(&location)
+        } else {
+            out.join("_state")
+        }
+    });
     let shard = match t.shard.as_deref() {
         Some(text) => Shard::parse(text).map_err(|e| usage(format!("--shard: {e}")))?,
         None => None,
@@ -69,12 +76,18 @@ pub fn state(cmd: StateCmd) -> Result<ExitCode, Error> {
         StateCmd::Reset(a) => &a.target,
     };
     let (out, dir, shard) = locate(target)?;
+    // An output on object storage keeps its local files in the state's mirror.
+    let files = if crate::storage::is_remote(&out.to_string_lossy()) {
+        dir.join("mirror")
+    } else {
+        out.clone()
+    };
     match cmd {
         StateCmd::Show(a) => {
             // While a run holds the store, look without touching it (WAL readers).
             let st = match StateStore::open(&dir) {
                 Ok(mut st) => {
-                    st.recover(&out)?;
+                    st.recover(&files)?;
                     st
                 }
                 Err(crate::state::StateError::Locked(_)) => StateStore::open_read_only(&dir)?,
@@ -84,7 +97,7 @@ pub fn state(cmd: StateCmd) -> Result<ExitCode, Error> {
         }
         StateCmd::Reset(a) => {
             let mut st = StateStore::open(&dir)?;
-            st.recover(&out)?;
+            st.recover(&files)?;
             let namespace = match shard {
                 Some(s) if !a.namespace.contains('@') => format!("{}@{}", a.namespace, s.tag()),
                 _ => a.namespace.clone(),

@@ -16,7 +16,9 @@ use crate::time::{now_ms, rfc3339_ms};
 /// # Errors
 /// Configuration errors (exit 2) and the probe call's error (3, 4, 5).
 pub async fn validate(a: ValidateArgs) -> Result<ExitCode, Error> {
-    let file = load(&a.pipeline)?.merge_flags(Some(&a.source), Some(&a.range), Some(&a.sink));
+    let file = load(&a.pipeline)?
+        .merge_flags(Some(&a.source), Some(&a.range), Some(&a.sink))
+        .merge_privacy(&a.privacy);
     if a.offline {
         let spec = config::validate(&file, Command::Run, now_ms())?;
         println!(

@@ -18,6 +18,7 @@
 //! current directory.
 
 pub mod crm;
+pub mod privacy;
 pub mod range;
 pub mod sandbox;
 pub mod secrets;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use privacy::PrivacySection;
 pub use range::{RangeMode, RangeSection};
 pub use sandbox::SandboxSection;
 pub use secrets::{API_KEY_ENV, check_output, read_crm_token, read_key};
@@ -84,8 +86,13 @@ pub struct PipelineFile {
     /// Where the data goes.
     #[serde(default)]
     pub sink: SinkSection,
+    /// What personal data the output may carry.
+    #[serde(default)]
+    pub privacy: PrivacySection,
     /// Run against the embedded sandbox instead of a real API.
     pub sandbox: Option<SandboxSection>,
+    /// `engati-etl send run`: what to send to whom (`send::config`).
+    pub send: Option<crate::send::config::SendSection>,
 }
 
 /// Errors found in configuration (exit 2). Lists every problem found.
@@ -209,6 +216,12 @@ impl PipelineFile {
         self
     }
 
+    /// Lays privacy flags over the file (flags win).
+    pub fn merge_privacy(mut self, privacy: &PrivacySection) -> Self {
+        self.privacy = self.privacy.merge(privacy.clone());
+        self
+    }
+
     /// True when the pipeline runs against the embedded sandbox.
     pub fn uses_sandbox(&self) -> bool {
         self.sandbox.as_ref().is_some_and(|s| s.enabled)
@@ -246,6 +259,7 @@ pub fn validate(
     if let (Some(s), Some(out)) = (shard, output.as_mut()) {
         shard_state_dir(out, s);
     }
+    let privacy = file.privacy.validate(output.as_ref(), &mut p);
     let checkpoint_users = file
         .sink
         .checkpoint_users
@@ -269,6 +283,7 @@ pub fn validate(
                 buffer_bytes: DEFAULT_BUFFER_BYTES,
             },
             source,
+            privacy: privacy.map(crate::privacy::Privacy::unkeyed),
         }
     })
 }
@@ -280,6 +295,7 @@ fn shard_state_dir(output: &mut crate::sink::OutputSpec, shard: crate::shard::Sh
     let dir = match output {
         OutputSpec::Files(f) => &mut f.state_dir,
         OutputSpec::Crm(c) => &mut c.state_dir,
+        OutputSpec::Delta(d) => &mut d.state_dir,
         OutputSpec::Stdout => return,
     };
     *dir = dir.join(shard.tag());

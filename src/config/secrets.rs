@@ -82,6 +82,7 @@ pub fn check_output(output: &OutputSpec) -> Result<(), ConfigError> {
         ))
     };
     if let OutputSpec::Files(f) = output
+        && f.remote.is_none()
         && !f.allow_foreign_files
         && let Some(name) = foreign_entry(out, &f.state_dir)
     {

@@ -12,6 +12,7 @@ use super::{
     SourceSection,
 };
 use crate::sink::crm::{ContactPolicy, CrmKind};
+use crate::sink::delta::DeltaSpec;
 use crate::sink::files::FilesSpec;
 use crate::sink::{Encoding, Format, OutputSpec};
 
@@ -25,6 +26,8 @@ pub enum OutputFormat {
     Jsonl,
     /// Transcripts on a CRM's contact timelines (`--crm hubspot|bottlecrm`).
     Crm,
+    /// A Delta Lake table (local directory or object storage), partitioned by UTC date.
+    Delta,
 }
 
 /// `[sink]`: where rows go. Also the output and CRM flags.
@@ -32,7 +35,7 @@ pub enum OutputFormat {
 #[serde(deny_unknown_fields)]
 #[command(next_help_heading = "Output")]
 pub struct SinkSection {
-    /// parquet, jsonl or crm (export: required; run: default parquet).
+    /// parquet, jsonl, delta or crm (export: required; run: default parquet).
     #[arg(long, value_name = "FORMAT",
           value_parser = EnumParser::<OutputFormat>::new("format (--format)"))]
     pub format: Option<OutputFormat>,
@@ -48,7 +51,8 @@ pub struct SinkSection {
     #[arg(long, overrides_with = "gzip")]
     #[serde(skip)]
     pub no_gzip: bool,
-    /// Output directory, or - for JSONL on stdout.
+    /// Output directory, an object-store URL (s3://bucket/prefix, gs://, az://), or - for
+    /// JSONL on stdout.
     #[arg(long, value_name = "DIR", env = "ENGATI_ETL_OUT")]
     pub out: Option<PathBuf>,
     /// State directory [default: OUT/_state].
@@ -153,13 +157,16 @@ impl SinkSection {
         let format = match self.format {
             Some(f) => Some(f),
             None if command == Command::Export => {
-                p.push("format (--format) is required: parquet, jsonl or crm");
+                p.push("format (--format) is required: parquet, jsonl, delta or crm");
                 None
             }
             None => Some(OutputFormat::Parquet),
         };
         if format == Some(OutputFormat::Crm) {
             return super::crm::validate(self, source, sandbox, p).map(OutputSpec::Crm);
+        }
+        if format == Some(OutputFormat::Delta) {
+            return self.delta(p).map(OutputSpec::Delta);
         }
         if self.crm.is_some() || self.crm_base_url.is_some() || self.dry_run == Some(true) {
             p.push("crm, crm_base_url and dry_run (--crm, --crm-base-url, --dry-run) need format crm (--format crm)");
@@ -196,17 +203,43 @@ impl SinkSection {
             .ok();
         match out? {
             None => Some(OutputSpec::Stdout),
-            Some(out_dir) => Some(OutputSpec::Files(FilesSpec {
-                state_dir: self
-                    .state_dir
-                    .clone()
-                    .unwrap_or_else(|| out_dir.join("_state")),
-                out_dir,
-                encoding: encoding?,
-                target_file_bytes,
-                allow_foreign_files: self.allow_foreign_files.unwrap_or(false),
-            })),
+            Some(out_dir) => {
+                let (out_dir, state_dir, remote) = self.files_location(out_dir, p)?;
+                Some(OutputSpec::Files(FilesSpec {
+                    state_dir,
+                    out_dir,
+                    remote,
+                    encoding: encoding?,
+                    target_file_bytes,
+                    allow_foreign_files: self.allow_foreign_files.unwrap_or(false),
+                }))
+            }
         }
+    }
+
+    /// Where a file output's files are written, its state directory and, on object storage,
+    /// its URL: a local `out` is both; a URL's files are written to the local mirror
+    /// `<state_dir>/mirror` and uploaded (`sink::remote_files`), the state directory defaulting
+    /// to one per URL under the user's data directory.
+    fn files_location(
+        &self,
+        out: PathBuf,
+        p: &mut Problems,
+    ) -> Option<(PathBuf, PathBuf, Option<String>)> {
+        let location = out.to_string_lossy().into_owned();
+        if !crate::storage::is_remote(&location) {
+            let state_dir = self.state_dir.clone().unwrap_or_else(|| out.join("_state"));
+            return Some((out, state_dir, None));
+        }
+        if let Err(e) = crate::storage::Remote::open(&location) {
+            p.push(format!("out (--out): {e}"));
+            return None;
+        }
+        let state_dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| remote_state_dir(&location));
+        Some((state_dir.join("mirror"), state_dir, Some(location)))
     }
 
     /// `Some(None)` for stdout, `Some(Some(dir))` for a directory, `None` when invalid.
@@ -228,4 +261,69 @@ impl SinkSection {
             }
         }
     }
+}
+
+impl SinkSection {
+    /// The Delta output: a table at `out` (a directory or an object-store URL).
+    fn delta(&self, p: &mut Problems) -> Option<DeltaSpec> {
+        let Some(out) = self.out.as_deref() else {
+            p.push("out (--out) is required: the Delta table's directory or URL, e.g. s3://bucket/engati/messages");
+            return None;
+        };
+        let location = out.to_string_lossy().into_owned();
+        if location == "-" {
+            p.push("--out - (stdout) needs --format jsonl; a Delta table needs a directory or URL");
+            return None;
+        }
+        if self.gzip == Some(true) {
+            p.push("gzip (--gzip) applies to JSONL only; Delta tables are Parquet (zstd)");
+        }
+        if crate::storage::is_remote(&location)
+            && let Err(e) = crate::storage::Remote::open(&location)
+        {
+            p.push(format!("out (--out): {e}"));
+        }
+        let state_dir = match &self.state_dir {
+            Some(d) => d.clone(),
+            None if crate::storage::is_remote(&location) => remote_state_dir(&location),
+            None => out.join("_state"),
+        };
+        let zstd_level = self.zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL);
+        let row_group_bytes = self.row_group_bytes.unwrap_or(DEFAULT_ROW_GROUP_BYTES);
+        let encoding = Encoding::new(
+            Format::Parquet,
+            false,
+            zstd_level,
+            row_group_bytes.max(1),
+            6,
+        )
+        .map_err(|e| p.push(format!("zstd_level: {e}")))
+        .ok()?;
+        Some(DeltaSpec {
+            location,
+            state_dir,
+            encoding,
+            target_file_bytes: self.target_file_bytes.unwrap_or(DEFAULT_TARGET_FILE_BYTES),
+        })
+    }
+}
+
+/// The default local state directory of an output on object storage:
+/// `$XDG_DATA_HOME/engati-etl/remote/<xxh3 of the URL>` (else `~/.local/share/...`).
+pub fn remote_state_dir(url: &str) -> PathBuf {
+    let base = std::env::var("XDG_DATA_HOME")
+        .ok()
+        .filter(|x| !x.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var("HOME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        })
+        .unwrap_or_else(|| PathBuf::from("engati-etl-state"));
+    base.join("engati-etl/remote").join(format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(url.as_bytes())
+    ))
 }

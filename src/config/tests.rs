@@ -149,7 +149,25 @@ fn enums_are_typed_in_files_and_flags() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("format (--format) `csv` must be parquet, jsonl or crm"),
+        e.contains("format (--format) `csv` must be parquet, jsonl, crm or delta"),
         "{e}"
     );
+}
+
+#[test]
+fn an_object_store_out_writes_files_through_a_mirror_under_the_state_dir() {
+    let mut f = base();
+    f.sink.out = Some("s3://bucket/exports/engati".into());
+    f.sink.state_dir = Some("st".into());
+    let s = validate(&f, Command::Run, 0).unwrap();
+    let OutputSpec::Files(x) = &s.output else {
+        panic!("files")
+    };
+    assert_eq!(x.remote.as_deref(), Some("s3://bucket/exports/engati"));
+    assert_eq!(
+        (x.out_dir.as_path(), x.state_dir.as_path()),
+        (Path::new("st/mirror"), Path::new("st"))
+    );
+    assert_eq!(s.output.location(), "s3://bucket/exports/engati");
+    assert_eq!(s.output.out_dir(), Some(Path::new("st")));
 }

@@ -69,12 +69,21 @@ pub struct RequestStats {
     pub retries: AtomicU64,
     /// Response body bytes received.
     pub bytes: AtomicU64,
+    /// 429 responses.
+    pub throttled: AtomicU64,
+    /// Sum of the response times of answered attempts (send to last body byte), microseconds.
+    pub latency_us: AtomicU64,
+    /// Answered attempts whose response time is in `latency_us`.
+    pub latency_count: AtomicU64,
 }
 
 impl RequestStats {
     fn record_status(&self, status: u16) {
         let class = usize::from(status / 100).min(5);
         self.by_status[class].fetch_add(1, Ordering::Relaxed);
+        if status == 429 {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
         *self
             .status_counts
             .lock()
@@ -86,6 +95,11 @@ impl RequestStats {
     /// Responses by exact HTTP status.
     pub fn by_status(&self) -> std::collections::BTreeMap<u16, u64> {
         self.status_counts.lock().expect("stats lock").clone()
+    }
+
+    /// Responses by status class: index 1 is 1xx ... 5 is 5xx (0: below 100).
+    pub fn by_class(&self) -> [u64; 6] {
+        std::array::from_fn(|i| self.by_status[i].load(Ordering::Relaxed))
     }
 
     /// True once any response (whatever its status) was received.
@@ -122,6 +136,17 @@ struct Sent<'a> {
     retry_after: Option<Duration>,
     location: Option<String>,
     content_type: Option<String>,
+    /// When the request was sent (after the rate limit and the permit): the round trip's start.
+    started: std::time::Instant,
+}
+
+impl Sent<'_> {
+    /// Records the round trip (request sent to body read) in the latency statistics.
+    fn record_latency(&self, stats: &RequestStats) {
+        let took = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        stats.latency_us.fetch_add(took, Ordering::Relaxed);
+        stats.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Sent<'_> {
@@ -153,7 +178,7 @@ struct Inner {
     limiter: DefaultDirectRateLimiter,
     inflight: Semaphore,
     config: ClientConfig,
-    stats: RequestStats,
+    stats: Arc<RequestStats>,
 }
 
 /// Errors building a client.
@@ -183,6 +208,18 @@ impl Client {
     /// # Errors
     /// [`ClientBuildError`] for a bad base URL or a key that cannot be sent.
     pub fn new(config: ClientConfig) -> Result<Self, ClientBuildError> {
+        Self::with_stats(config, Arc::default())
+    }
+
+    /// Builds the client counting into `stats` (shared with whoever samples them during the
+    /// run: the metrics file, the run report's timeline).
+    ///
+    /// # Errors
+    /// [`ClientBuildError`] for a bad base URL or a key that cannot be sent.
+    pub fn with_stats(
+        config: ClientConfig,
+        stats: Arc<RequestStats>,
+    ) -> Result<Self, ClientBuildError> {
         let mut base_text = config.base_url.clone();
         if !base_text.ends_with('/') {
             base_text.push('/');
@@ -232,7 +269,7 @@ impl Client {
                 limiter,
                 inflight: Semaphore::new(config.concurrency.max(1)),
                 config,
-                stats: RequestStats::default(),
+                stats,
             }),
         })
     }
@@ -400,6 +437,7 @@ impl Client {
             .stats
             .bytes
             .fetch_add(body.len() as u64, Ordering::Relaxed);
+        sent.record_latency(&self.inner.stats);
         if !(200..300).contains(&sent.status) {
             return Err(sent.refused(url, &body));
         }
@@ -445,6 +483,7 @@ impl Client {
         }
         out.flush().map_err(spool_failed)?;
         self.inner.stats.bytes.fetch_add(len, Ordering::Relaxed);
+        sent.record_latency(&self.inner.stats);
         if let Some(e) = not_json(sent.status, sent.content_type, &head, url) {
             return Err(e);
         }
@@ -461,6 +500,7 @@ impl Client {
             .await
             .expect("the semaphore is never closed");
         tracing::debug!(url = %url, "Request.");
+        let started = std::time::Instant::now();
         let resp = inner
             .http
             .get(url.clone())
@@ -486,6 +526,7 @@ impl Client {
             retry_after,
             location,
             content_type,
+            started,
         })
     }
 
@@ -563,7 +604,8 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-fn segment(s: &str) -> percent_encoding::PercentEncode<'_> {
+/// `s` percent-encoded as one URL path segment (shared with `send::render`).
+pub(crate) fn segment(s: &str) -> percent_encoding::PercentEncode<'_> {
     percent_encoding::utf8_percent_encode(s, SEGMENT)
 }
 

@@ -15,6 +15,7 @@ use crate::report::{
     CellCounts, MessageCounts, ReportOptions, RequestCounts, RunReport, RunStatus,
 };
 use crate::sink::crm::{CrmRun, CrmSink};
+use crate::sink::delta::DeltaSink;
 use crate::sink::files::FilesSink;
 use crate::sink::runner::{self, SinkHandle, SinkOutcome};
 use crate::sink::stdout::StdoutSink;
@@ -42,10 +43,22 @@ pub fn spawn_sink(
     let missing = || RunError::Sink(SinkError::Crashed("the output has no state store".into()));
     Ok(match &spec.output {
         OutputSpec::Files(f) => {
-            let sink = FilesSink::new(f.clone(), state.ok_or_else(missing)?, &run_id, watermarks);
+            let sink = FilesSink::new(f.clone(), state.ok_or_else(missing)?, &run_id, watermarks)
+                .with_privacy(spec.privacy.clone());
+            runner::spawn_with(sink, run_id, counters, SINK_QUEUE, spec.privacy.clone())
+        }
+        OutputSpec::Stdout => runner::spawn_with(
+            StdoutSink::default(),
+            run_id,
+            counters,
+            SINK_QUEUE,
+            spec.privacy.clone(),
+        ),
+        OutputSpec::Delta(d) => {
+            let st = state.ok_or_else(missing)?;
+            let sink = DeltaSink::new(d.clone(), st, &run_id, &spec.namespace, watermarks);
             runner::spawn(sink, run_id, counters, SINK_QUEUE)
         }
-        OutputSpec::Stdout => runner::spawn(StdoutSink::default(), run_id, counters, SINK_QUEUE),
         OutputSpec::Crm(c) => {
             let run = CrmRun {
                 run_id: run_id.clone(),
@@ -70,21 +83,25 @@ pub struct Ended {
     pub sink: SinkOutcome,
     /// True when a stop was asked (signal).
     pub interrupted: bool,
+    /// The run's time series.
+    pub timeline: crate::timeline::Timeline,
 }
 
-/// Ends the run: the error that counts, the status, the report, recorded.
+/// Ends the run: the error that counts, the status, the report, recorded. Hands the state
+/// store back for [`record_remote_finish`].
 pub fn finish(
     spec: &RunSpec,
     client: &Client,
     prepared: &Prepared,
     ended: Ended,
     started: i64,
-) -> RunOutcome {
+) -> (RunOutcome, Option<StateStore>) {
     let Ended {
         walked,
         walk,
         sink,
         interrupted,
+        timeline,
     } = ended;
     let SinkOutcome {
         report: sink_report,
@@ -120,7 +137,10 @@ pub fn finish(
         options: report_options(spec),
         fetched: fetched_range(prepared),
         users: prepared.plan.user_count,
-        users_rejected: prepared.rejected_users.clone(),
+        users_rejected: match &spec.privacy {
+            Some(p) => p.rejected_users(prepared.rejected_users.clone()),
+            None => prepared.rejected_users.clone(),
+        },
         cells: CellCounts {
             planned: prepared.plan.cell_count(),
             skipped: walked.cells_skipped,
@@ -133,23 +153,69 @@ pub fn finish(
             outside_window: walked.outside_window,
         },
         sink: sink_report,
+        privacy: spec.privacy.as_ref().map(|p| p.report()),
+        timeline,
     };
-    let mut report_file = None;
-    if let (Some(st), Some(out_dir)) = (state.as_mut(), spec.output.out_dir()) {
-        let json = serde_json::to_string(&report).unwrap_or_default();
-        if let Err(e) = st.finish_run(&prepared.run_id, status.as_str(), &json, finished) {
-            tracing::warn!(error = %e, "Could not record the run in the state store.");
-        }
-        let path = out_dir.join(report_file_name(spec.shard));
-        match report.write(&path) {
-            Ok(()) => report_file = Some(path),
-            Err(e) => tracing::warn!(error = %e, "Could not write the run report."),
-        }
-    }
-    RunOutcome {
+    let report_file = record(spec, state.as_mut(), &report, finished);
+    let outcome = RunOutcome {
         report: Some(report),
         report_file,
         error,
+    };
+    (outcome, state)
+}
+
+/// For an output on object storage: records the run's end in the output (a `finish`
+/// manifest), so a fresh worker does not resume a finished run. Best effort: a failure is
+/// logged (the run then looks interrupted to a fresh worker, which resumes it and skips its
+/// committed units). Runs on a thread of its own, off the executor.
+pub async fn record_remote_finish(spec: &RunSpec, state: Option<StateStore>, outcome: &RunOutcome) {
+    let (OutputSpec::Files(f), Some(mut st), Some(report)) = (&spec.output, state, &outcome.report)
+    else {
+        return;
+    };
+    let Some(url) = f.remote.clone() else {
+        return;
+    };
+    if matches!(
+        outcome.error,
+        Some(RunError::Sink(SinkError::AnotherWorker { .. }))
+    ) {
+        return;
+    }
+    let (run_id, status) = (report.run_id.clone(), report.status.as_str());
+    let json = serde_json::to_string(report).unwrap_or_default();
+    let job =
+        move || crate::sink::remote_files::record_finish(&url, &mut st, &run_id, status, &json);
+    match tokio::task::spawn_blocking(job).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            tracing::info!("Another worker wrote to the namespace since; no finish manifest.")
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "Could not record the run's end in the output."),
+        Err(e) => tracing::warn!(error = %e, "Could not record the run's end in the output."),
+    }
+}
+
+/// Records the run in the state store's history and writes `_run_report.json`; returns where.
+fn record(
+    spec: &RunSpec,
+    state: Option<&mut StateStore>,
+    report: &RunReport,
+    finished: i64,
+) -> Option<std::path::PathBuf> {
+    let (st, out_dir) = (state?, spec.output.out_dir()?);
+    let json = serde_json::to_string(report).unwrap_or_default();
+    if let Err(e) = st.finish_run(&report.run_id, report.status.as_str(), &json, finished) {
+        tracing::warn!(error = %e, "Could not record the run in the state store.");
+    }
+    let path = out_dir.join(report_file_name(spec.shard));
+    match report.write(&path) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not write the run report.");
+            None
+        }
     }
 }
 
@@ -203,10 +269,7 @@ pub fn report_options(spec: &RunSpec) -> ReportOptions {
         concurrency: s.client.concurrency,
         max_rps: s.client.max_rps,
         format: spec.output.format_label(),
-        out: spec
-            .output
-            .out_dir()
-            .map_or_else(|| "-".into(), |p| p.display().to_string()),
+        out: spec.output.location(),
         state_dir: spec.output.state_dir().map(|p| p.display().to_string()),
         state_namespace: spec.namespace.clone(),
     }

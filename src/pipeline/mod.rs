@@ -61,6 +61,9 @@ pub struct RunSpec {
     pub output: OutputSpec,
     /// Units and buffers.
     pub tuning: Tuning,
+    /// Privacy controls applied to the output, if any (the key is read by
+    /// `commands::prepare`, until then a placeholder).
+    pub privacy: Option<crate::privacy::Privacy>,
 }
 
 /// How the walk is cut and buffered.
@@ -88,6 +91,10 @@ pub struct RunControl {
     pub rows: AtomicU64,
     /// Sink commit counters.
     pub sink: Arc<SinkCounters>,
+    /// Request counters (the run's client counts into them).
+    pub requests: Arc<crate::engati::client::RequestStats>,
+    /// The run's time series, sampled from the counters.
+    pub timeline: crate::timeline::Recorder,
 }
 
 impl RunControl {
@@ -131,7 +138,7 @@ pub enum RunError {
     /// The state store (exit 2 when locked, else 6).
     #[error(transparent)]
     State(#[from] StateError),
-    /// The output (exit 6).
+    /// The output (exit 6; 7 when another worker commits to the same output and namespace).
     #[error(transparent)]
     Sink(#[from] SinkError),
 }
@@ -156,6 +163,7 @@ impl RunError {
             RunError::Sink(SinkError::OutputClosed) => 0,
             RunError::Sink(SinkError::Crm(crate::sink::crm::http::CrmError::Auth { .. })) => 3,
             RunError::Sink(SinkError::Crm(_)) => 5,
+            RunError::Sink(SinkError::AnotherWorker { .. }) => 7,
             RunError::Sink(_) => 6,
         }
     }
@@ -245,7 +253,7 @@ async fn list_and_prepare(
 /// stopped.
 pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
     let started = resume::start_ms();
-    let client = match Client::new(spec.source.client.clone()) {
+    let client = match Client::with_stats(spec.source.client.clone(), control.requests.clone()) {
         Ok(c) => c,
         Err(e) => return failed(e.into()),
     };
@@ -253,10 +261,20 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
         Ok(s) => s,
         Err(e) => return failed(e),
     };
+    let state = match resume::replay_remote(spec, state).await {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    if let Some(st) = &state
+        && let Err(e) = crate::privacy::check_output(st, spec.privacy.as_ref())
+    {
+        return failed(e);
+    }
     let (prepared, state, _scratch) = match list_and_prepare(spec, &client, state, started).await {
         Ok(p) => p,
         Err(e) => return failed(e),
     };
+    crate::logging::set_run_id(&prepared.run_id);
     let cells = prepared.plan.cell_count();
     control.cells_planned.store(cells, Ordering::Relaxed);
     warn_if_large(cells, spec);
@@ -272,20 +290,31 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
         Err(e) => return failed(e),
     };
     let mut walked = walk::Walked::default();
-    let result = walk::walk(spec, control, &client, &prepared, &cx, &tx, &mut walked).await;
+    let result = {
+        let walking = walk::walk(spec, control, &client, &prepared, &cx, &tx, &mut walked);
+        let sampling = control.timeline.run(&control.requests, &control.sink);
+        tokio::select! {
+            r = walking => r,
+            () = sampling => unreachable!("the sampler never ends"),
+        }
+    };
     let interrupted = control.stopping();
     if result.is_ok() && prepared.plan.user_count > 0 {
         let _ = tx.send(SinkMsg::WriteUsers { cx }).await;
     }
     drop(tx);
     let ended = sink.join().await;
+    control.timeline.sample(&control.requests, &control.sink);
     let ended = finish::Ended {
         walked,
         walk: result,
         sink: ended,
         interrupted,
+        timeline: control.timeline.snapshot(),
     };
-    finish::finish(spec, &client, &prepared, ended, started)
+    let (outcome, state) = finish::finish(spec, &client, &prepared, ended, started);
+    finish::record_remote_finish(spec, state, &outcome).await;
+    outcome
 }
 
 /// Plans past this many cells get a warning with the time they take at the rate limit.

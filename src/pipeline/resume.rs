@@ -12,6 +12,7 @@ use super::{RunError, RunSpec};
 use crate::engati::UsersSource;
 use crate::engati::users::RejectedUser;
 use crate::plan::{Mode, Plan};
+use crate::sink::{OutputSpec, SinkError};
 use crate::state::{ListedReader, StateError, StateStore};
 use crate::time::{now_ms, rfc3339_ms};
 
@@ -82,9 +83,13 @@ pub fn open_state(spec: &RunSpec) -> Result<Option<StateStore>, RunError> {
             out_dir.display()
         ))
     })?;
+    let files_dir = match &spec.output {
+        OutputSpec::Files(f) => f.out_dir.as_path(),
+        _ => out_dir,
+    };
     let mut st = StateStore::open(state_dir)?;
     st.claim_shard(spec.shard)?;
-    let (finished, strays) = st.recover(out_dir)?;
+    let (finished, strays) = st.recover(files_dir)?;
     if finished + strays > 0 {
         tracing::info!(
             commits = finished,
@@ -93,6 +98,55 @@ pub fn open_state(spec: &RunSpec) -> Result<Option<StateStore>, RunError> {
         );
     }
     Ok(Some(st))
+}
+
+/// For an output on object storage: empties the local mirror (nothing in it outlives a
+/// commit) and replays the output's manifests into the state, before the run is planned, so a
+/// worker with an empty state directory resumes, supersedes and keeps watermarks as if it had
+/// run every earlier commit itself. The object-store I/O runs on a thread and runtime of its
+/// own, off the pipeline's executor.
+///
+/// # Errors
+/// [`RunError::Sink`] for the store; [`RunError::State`].
+pub async fn replay_remote(
+    spec: &RunSpec,
+    state: Option<StateStore>,
+) -> Result<Option<StateStore>, RunError> {
+    let (url, mirror) = match &spec.output {
+        OutputSpec::Files(f) if f.remote.is_some() => (f.remote.clone(), f.out_dir.clone()),
+        _ => return Ok(state),
+    };
+    let (Some(url), Some(mut st)) = (url, state) else {
+        return Ok(None);
+    };
+    let job = move || -> Result<StateStore, RunError> {
+        if mirror.exists() {
+            std::fs::remove_dir_all(&mirror).map_err(|source| StateError::Io {
+                action: "emptying the local mirror",
+                path: mirror.clone(),
+                source,
+            })?;
+        }
+        std::fs::create_dir_all(&mirror).map_err(|source| StateError::Io {
+            action: "creating the local mirror",
+            path: mirror.clone(),
+            source,
+        })?;
+        let replayed = crate::sink::remote_replay::replay(&url, &mut st)?;
+        tracing::info!(
+            output = %url,
+            manifests = replayed.manifests,
+            applied = replayed.applied,
+            "Read the state in the output."
+        );
+        Ok(st)
+    };
+    match tokio::task::spawn_blocking(job).await {
+        Ok(r) => r.map(Some),
+        Err(e) => Err(RunError::Sink(SinkError::Crashed(format!(
+            "reading the output's manifests: {e}"
+        )))),
+    }
 }
 
 /// What identifies a run for resume: a resumed run must plan exactly the same cells.

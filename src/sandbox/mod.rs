@@ -12,6 +12,7 @@ pub mod corpus;
 pub mod dataset;
 pub mod faults;
 pub mod hubspot;
+pub mod write;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -95,6 +96,8 @@ pub struct SandboxConfig {
     pub now_ms: Option<i64>,
     /// Messages arriving while the server runs, if any.
     pub live: Option<LiveConfig>,
+    /// The write side: templates and flows that exist, write faults.
+    pub write: write::WriteConfig,
 }
 
 /// Live arrivals: every `interval_ms`, `per_tick` new messages for random users, timestamped
@@ -124,6 +127,7 @@ impl Default for SandboxConfig {
             faults: FaultConfig::default(),
             now_ms: None,
             live: None,
+            write: write::WriteConfig::default(),
         }
     }
 }
@@ -160,6 +164,7 @@ struct Shared {
     customer_id: String,
     bot_key: String,
     api_key: String,
+    outbox: write::Outbox,
 }
 
 /// Credentials the sandbox accepts, derived from the seed.
@@ -220,6 +225,21 @@ impl SandboxHandle {
     /// Every request answered so far.
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.shared.log.lock().expect("log lock").clone()
+    }
+
+    /// Every send the write side accepted (processed), in order.
+    pub fn sends(&self) -> Vec<write::AcceptedSend> {
+        self.shared.outbox.sends()
+    }
+
+    /// How many sends the write side accepted.
+    pub fn sends_count(&self) -> usize {
+        self.shared.outbox.accepted()
+    }
+
+    /// Queues write-side faults for the next write requests.
+    pub fn script_write_faults(&self, faults: impl IntoIterator<Item = write::WriteFault>) {
+        self.shared.outbox.script(faults);
     }
 
     /// Queues faults for the next requests matching `target`.
@@ -308,6 +328,7 @@ pub async fn start_with_data(
         started: std::time::Instant::now(),
         live_paused: std::sync::atomic::AtomicBool::new(false),
         faults: faults::Faults::new(config.faults.clone()),
+        outbox: write::Outbox::new(config.write.clone()),
         config,
         data,
         log: Mutex::new(Vec::new()),
@@ -324,6 +345,7 @@ pub async fn start_with_data(
             "/bot-api/v1.0/customer/{cid}/bot/{bot}/channel-user/{uid}/conversations",
             get(conversations_handler),
         )
+        .merge(write::routes())
         .fallback(fallback)
         .with_state(shared.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -624,13 +646,15 @@ async fn conversations_handler(
         s.record(&path, &q, 400, None, true);
         engati_error(code, desc, details)
     };
-    let Some(index) = s.data.user_index(&uid) else {
+    // Dataset users, or users created by a send (the write side's outbox).
+    let index = s.data.user_index(&uid);
+    if index.is_none() && !s.outbox.knows(&uid) {
         return reject(
             1002,
             "INVALID_BOT_OR_CUSTOMER_ID",
             "The bot id/customer id/user id is invalid",
         );
-    };
+    }
     let (Ok(start), Ok(end)) = (parse_ms(q.get("start_date")), parse_ms(q.get("end_date"))) else {
         return reject(
             1003,
@@ -669,18 +693,16 @@ async fn conversations_handler(
             );
         }
     };
-    let body = s.data.with_range(
-        index,
-        start,
-        end,
-        s.config.start_exclusive,
-        s.config.end_inclusive,
-        |msgs| {
-            let from = (page - 1).saturating_mul(size).min(msgs.len());
-            let to = from.saturating_add(size).min(msgs.len());
-            render_page(&s.config.conversations_key, &msgs[from..to])
-        },
-    );
+    let render = |msgs: &[StoredMessage]| {
+        let from = (page - 1).saturating_mul(size).min(msgs.len());
+        let to = from.saturating_add(size).min(msgs.len());
+        render_page(&s.config.conversations_key, &msgs[from..to])
+    };
+    let (se, ei) = (s.config.start_exclusive, s.config.end_inclusive);
+    let body = match index {
+        Some(index) => s.data.with_range(index, start, end, se, ei, render),
+        None => s.outbox.with_range(&uid, start, end, se, ei, render),
+    };
     let fault = s.faults.next(false);
     let (resp, status) = s.deliver(fault, body, &path, &q).await;
     if status != 0 {

@@ -4,11 +4,14 @@
 //! Written as JSON Lines to `OUT/_dead_letter/part-<unit>-<cell>.jsonl` (committed with the
 //! unit, so a re-run does not repeat them) or to stderr for `--out -`.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use super::CellRef;
 use crate::model::Window;
 use crate::normalize::Reject;
+use crate::privacy::Privacy;
 
 /// One dead-letter line.
 #[derive(Debug, Serialize)]
@@ -25,20 +28,34 @@ pub struct DeadLetter<'a> {
     pub page_number: u32,
     /// Why it was rejected.
     pub reason: &'a str,
-    /// The message's raw JSON text.
-    pub raw_json: &'a str,
+    /// The message's raw JSON text (null when a privacy policy drops `raw_json`).
+    pub raw_json: Option<&'a str>,
 }
 
-/// Appends one JSON line for `reject` to `out`.
-pub fn encode(out: &mut Vec<u8>, run_id: &str, user: &str, window: Window, reject: &Reject) {
+/// Appends one JSON line for `reject` to `out`, under `privacy` if any.
+pub fn encode(
+    out: &mut Vec<u8>,
+    run_id: &str,
+    user: &str,
+    window: Window,
+    reject: &Reject,
+    privacy: Option<&Privacy>,
+) {
+    let (user, raw_json) = match privacy {
+        Some(p) => p.dead_letter(user, &reject.raw_json),
+        None => (
+            Cow::Borrowed(user),
+            Some(Cow::Borrowed(reject.raw_json.as_str())),
+        ),
+    };
     let line = DeadLetter {
         run_id,
-        channel_user_id: user,
+        channel_user_id: &user,
         window_start_ms: window.start_ms,
         window_end_ms: window.end_ms,
         page_number: reject.page_number,
         reason: &reject.reason,
-        raw_json: &reject.raw_json,
+        raw_json: raw_json.as_deref(),
     };
     serde_json::to_writer(&mut *out, &line).expect("writing to a Vec cannot fail");
     out.push(b'\n');
@@ -54,10 +71,16 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    /// Adds the rejects of one cell.
-    pub fn push_rejects(&mut self, run_id: &str, cell: &CellRef, rejects: &[Reject]) {
+    /// Adds the rejects of one cell (under `privacy`, if any).
+    pub fn push_rejects(
+        &mut self,
+        run_id: &str,
+        cell: &CellRef,
+        rejects: &[Reject],
+        privacy: Option<&Privacy>,
+    ) {
         for r in rejects {
-            encode(&mut self.lines, run_id, &cell.user, cell.window, r);
+            encode(&mut self.lines, run_id, &cell.user, cell.window, r, privacy);
             self.rows += 1;
         }
     }

@@ -11,7 +11,12 @@
 //! Files are written under hidden staged names (`.part-....tmp`) and only appear under their
 //! final names through a state-store commit, after they were fsynced; the commit also takes
 //! the re-exported rows out of earlier files ([`supersede`](super::supersede)).
+//!
+//! On object storage (`FilesSpec::remote`) the same happens in a local mirror under the state
+//! directory, and each commit is uploaded and committed by a manifest instead of renamed
+//! ([`remote_files`](super::remote_files)); committed names then carry the commit's tag.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,6 +25,7 @@ use arrow_array::RecordBatch;
 use super::durable::{sync_parents, write_file};
 use super::part::Encoding;
 use super::partitions::{DayPartitions, Layout};
+use super::remote_files::RemoteFiles;
 use super::rotating::StagedFile;
 use super::supersede::{self, CellMap, Replacement};
 use super::{
@@ -27,6 +33,7 @@ use super::{
     watermark_moves,
 };
 use crate::model::Window;
+use crate::privacy::Privacy;
 use crate::schema::{RowContext, messages_schema};
 use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore};
 use crate::time::DAY_MS;
@@ -36,8 +43,12 @@ pub use super::partitions::MAX_PENDING_BYTES;
 /// The file output, validated (`config::sink`).
 #[derive(Debug, Clone)]
 pub struct FilesSpec {
-    /// Output directory.
+    /// Output directory; for an output on object storage, the local mirror where files are
+    /// written before upload (`<state_dir>/mirror`).
     pub out_dir: PathBuf,
+    /// The output's URL when it is on object storage (`s3://bucket/prefix`, `gs://`, `az://`,
+    /// `file://`): files are committed there by manifests ([`super::remote_files`]).
+    pub remote: Option<String>,
     /// State directory (default `<out>/_state`).
     pub state_dir: PathBuf,
     /// Format and encoding.
@@ -57,6 +68,11 @@ pub struct FilesSink {
     watermarks: Option<String>,
     state: StateStore,
     unit: Option<OpenUnit>,
+    /// The object-store side, for an output on object storage (opened by [`Sink::start`]).
+    remote: Option<RemoteFiles>,
+    /// The privacy policy the rows were written under (the runner applies it to rows): re-exported
+    /// rows are found by their pseudonymized ids, file names carry keyed hashes.
+    privacy: Option<Privacy>,
 }
 
 struct OpenUnit {
@@ -80,6 +96,23 @@ impl FilesSink {
             watermarks,
             state,
             unit: None,
+            remote: None,
+            privacy: None,
+        }
+    }
+
+    /// The sink writing under `privacy` (see the field).
+    #[must_use]
+    pub fn with_privacy(mut self, privacy: Option<Privacy>) -> Self {
+        self.privacy = privacy;
+        self
+    }
+
+    /// The unit key as file names show it.
+    fn file_key<'a>(&self, key: &'a str) -> Cow<'a, str> {
+        match &self.privacy {
+            Some(p) => p.file_key(key),
+            None => Cow::Borrowed(key),
         }
     }
 
@@ -90,25 +123,32 @@ impl FilesSink {
     }
 
     /// Stages the dead-letter file of a commit (fsynced).
-    fn stage_dead(&self, info: &UnitInfo, dead: &DeadLetters) -> Result<StagedFile, SinkError> {
-        let stem = format!("part-{}-{:05}", info.key.0, info.first_cell);
+    fn stage_dead(
+        &self,
+        info: &UnitInfo,
+        dead: &DeadLetters,
+        tag: Option<&str>,
+    ) -> Result<StagedFile, SinkError> {
+        let stem = format!("part-{}-{:05}", self.file_key(&info.key.0), info.first_cell);
         let staged = format!("_dead_letter/.{stem}.jsonl.{}{STAGED_SUFFIX}", self.run8);
         write_file(&self.spec.out_dir.join(&staged), &dead.lines)?;
         Ok(StagedFile {
             staged,
-            path: format!("_dead_letter/{stem}.jsonl"),
+            path: final_name(format!("_dead_letter/{stem}.jsonl"), tag),
             rows: dead.rows,
             bytes: dead.lines.len() as u64,
             bounds: None,
         })
     }
 
-    /// Takes the rows the commit re-exports out of the output's earlier files.
+    /// Takes the rows the commit re-exports out of the output's earlier files (on object
+    /// storage, the files it must read are downloaded into the mirror first).
     fn replace_earlier(
         &mut self,
         info: &UnitInfo,
         bounds: &Bounds,
         cells: &[CellRef],
+        tag: Option<&str>,
     ) -> Result<Replacement, SinkError> {
         let (b, state) = (bounds, &self.state);
         let mut candidates = state.overlapping_files(
@@ -125,13 +165,34 @@ impl FilesSink {
             &b.min_user,
             &b.max_user,
         )?);
-        let cell_map: CellMap<'_> = cells.iter().map(|c| (c.user.as_ref(), c.window)).collect();
+        // Rows carry the users as the output writes them (pseudonymized or not).
+        let keys: Vec<Cow<'_, str>> = cells
+            .iter()
+            .map(|c| match &self.privacy {
+                Some(p) => p.user_key(&c.user),
+                None => Cow::Borrowed(c.user.as_ref()),
+            })
+            .collect();
+        let cell_map: CellMap<'_> = keys
+            .iter()
+            .zip(cells)
+            .map(|(k, c)| (k.as_ref(), c.window))
+            .collect();
+        let file_key = self.file_key(&info.key.0);
         let same_unit = |f: &FileRecord| {
             !f.unit_key.starts_with("remnant:")
                 && f.unit_key == info.key.0
                 && f.cells_from >= info.first_cell
                 && f.cells_to <= b.cells_to
         };
+        if let Some(remote) = self.remote.as_mut() {
+            remote.fetch(
+                candidates
+                    .iter()
+                    .filter(|f| !same_unit(f))
+                    .map(|f| f.path.as_str()),
+            )?;
+        }
         let run8 = &self.run8;
         let mut n = 0u32;
         supersede::replace(
@@ -144,10 +205,10 @@ impl FilesSink {
                 n += 1;
                 let (dir, name) = f.path.rsplit_once('/').unwrap_or(("", ""));
                 let ext = name.split_once('.').map_or("", |(_, e)| e);
-                let stem = format!("part-{}-{:05}-r{run8}{n:02}", info.key.0, info.first_cell);
+                let stem = format!("part-{file_key}-{:05}-r{run8}{n:02}", info.first_cell);
                 (
                     format!("{dir}/.{stem}.{ext}.{run8}{STAGED_SUFFIX}"),
-                    format!("{dir}/{stem}.{ext}"),
+                    final_name(format!("{dir}/{stem}.{ext}"), tag),
                 )
             },
         )
@@ -174,22 +235,25 @@ impl FilesSink {
             }
             return Ok(Committed::default());
         }
+        let tag = self.remote.as_mut().map(RemoteFiles::next_tag);
+        let tag = tag.as_deref();
         let cells = &info.cells[..done];
         let bounds = Bounds::of(&info, cells);
         let mut adds: Vec<(StagedFile, FileRecord)> = messages
             .into_iter()
-            .map(|(day, f)| {
+            .map(|(day, mut f)| {
+                f.path = final_name(std::mem::take(&mut f.path), tag);
                 let rec = bounds.record(&info, &f, "messages", Some(day));
                 (f, rec)
             })
             .collect();
         let rows = adds.iter().map(|(f, _)| f.rows).sum();
         if !dead.is_empty() {
-            let f = self.stage_dead(&info, &dead)?;
+            let f = self.stage_dead(&info, &dead, tag)?;
             let rec = bounds.record(&info, &f, "dead_letter", None);
             adds.push((f, rec));
         }
-        let replacement = self.replace_earlier(&info, &bounds, cells)?;
+        let replacement = self.replace_earlier(&info, &bounds, cells, tag)?;
         let mut plan = CommitPlan::default();
         for (f, rec) in &adds {
             plan.adds.push((f.staged.clone(), f.path.clone()));
@@ -204,6 +268,27 @@ impl FilesSink {
         if let Some(ns) = &self.watermarks {
             plan.watermarks = watermark_moves(ns, cells);
         }
+        let files = plan
+            .records
+            .iter()
+            .map(|r| WrittenFile {
+                path: r.path.clone(),
+                bytes: r.bytes,
+            })
+            .collect();
+        self.commit_plan(plan)?;
+        Ok(Committed {
+            rows,
+            rejects: dead.rows,
+            files,
+            files_replaced: replacement.removes.len() as u64,
+            rows_replaced: replacement.rows_removed,
+        })
+    }
+
+    /// Makes a unit's plan durable: journaled and renamed into the output directory, or, on
+    /// object storage, uploaded and committed by a manifest ([`RemoteFiles::publish`]).
+    fn commit_plan(&mut self, plan: CommitPlan) -> Result<(), SinkError> {
         fail::fail_point!("files::before_journal", |_| crate::hooks::crash(
             "before journaling a commit"
         ));
@@ -212,6 +297,9 @@ impl FilesSink {
             path: self.spec.out_dir.join("messages"),
             source: std::io::Error::from_raw_os_error(28),
         }));
+        if let Some(remote) = self.remote.as_mut() {
+            return remote.publish(&mut self.state, plan);
+        }
         sync_parents(
             &self.spec.out_dir,
             plan.adds.iter().map(|(s, _)| s.as_str()),
@@ -222,20 +310,16 @@ impl FilesSink {
             &self.spec.out_dir,
             crate::time::now_ms(),
         )?;
-        Ok(Committed {
-            rows,
-            rejects: dead.rows,
-            files: plan
-                .records
-                .iter()
-                .map(|r| WrittenFile {
-                    path: r.path.clone(),
-                    bytes: r.bytes,
-                })
-                .collect(),
-            files_replaced: replacement.removes.len() as u64,
-            rows_replaced: replacement.rows_removed,
-        })
+        Ok(())
+    }
+}
+
+/// A committed file's name: as staged for a local output; with the commit's `tag` for an
+/// output on object storage (unique per commit: a committed object is never overwritten).
+fn final_name(path: String, tag: Option<&str>) -> String {
+    match tag {
+        Some(t) => super::remote_files::tagged(&path, t),
+        None => path,
     }
 }
 
@@ -293,15 +377,27 @@ impl Bounds {
 }
 
 impl Sink for FilesSink {
+    fn start(&mut self) -> Result<(), SinkError> {
+        if let Some(url) = &self.spec.remote {
+            let remote =
+                RemoteFiles::start(url, &self.spec.out_dir, &mut self.state, &self.run_id)?;
+            self.remote = Some(remote);
+        }
+        Ok(())
+    }
+
     fn begin_unit(&mut self, info: Arc<UnitInfo>) -> Result<(), SinkError> {
         self.abort();
         let layout = Layout {
             root: self.spec.out_dir.clone(),
             dir_prefix: "messages/date",
-            stem: format!("part-{}-{:05}", info.key.0, info.first_cell),
+            stem: format!("part-{}-{:05}", self.file_key(&info.key.0), info.first_cell),
             run8: self.run8.clone(),
             encoding: self.spec.encoding.clone(),
-            schema: messages_schema(),
+            schema: match &self.privacy {
+                Some(p) => p.schema(&messages_schema()),
+                None => messages_schema(),
+            },
             target_bytes: self.spec.target_file_bytes,
             stats: false,
             transform: None,
@@ -322,6 +418,9 @@ impl Sink for FilesSink {
             // unit's staged files go, so a failed run (a full disk) leaves no `.tmp` behind.
             let _ = self.state.recover(&self.spec.out_dir);
         }
+        if let Some(remote) = self.remote.as_mut() {
+            remote.evict();
+        }
         self.unit = None;
         result
     }
@@ -333,14 +432,17 @@ impl Sink for FilesSink {
     }
 
     fn write_users(&mut self, cx: &RowContext) -> Result<Option<(WrittenFile, u64)>, SinkError> {
-        super::users_table::write(
-            &mut self.state,
-            &self.spec.out_dir,
-            &self.spec.encoding,
-            &self.run_id,
-            &self.run8,
-            cx,
-        )
+        if let Some(remote) = self.remote.as_mut() {
+            remote.restore_users(&mut self.state)?;
+        }
+        let to = super::users_table::Target {
+            out_dir: &self.spec.out_dir,
+            encoding: &self.spec.encoding,
+            run_id: &self.run_id,
+            run8: &self.run8,
+            privacy: self.privacy.as_ref(),
+        };
+        super::users_table::write(&mut self.state, &to, cx, self.remote.as_mut())
     }
 
     fn finish(self: Box<Self>) -> SinkEnd {

@@ -15,10 +15,14 @@
 
 pub mod crm;
 pub mod dead_letter;
+pub mod delta;
 mod durable;
 pub mod files;
 pub mod part;
 pub mod partitions;
+pub mod remote_files;
+mod remote_orphans;
+pub mod remote_replay;
 pub mod rotating;
 pub mod runner;
 pub mod stdout;
@@ -40,6 +44,7 @@ use crate::normalize::Reject;
 use crate::plan::UnitKey;
 use crate::schema::RowContext;
 use crate::state::{StateError, StateStore, WatermarkMove};
+use files::FilesSpec;
 
 /// Where rows go, validated (`config::sink`).
 #[derive(Debug, Clone)]
@@ -50,14 +55,21 @@ pub enum OutputSpec {
     Stdout,
     /// A CRM (HubSpot or BottleCRM), with its ledger in the state store.
     Crm(crm::CrmSpec),
+    /// A Delta Lake table (local or on object storage).
+    Delta(delta::DeltaSpec),
 }
 
 impl OutputSpec {
-    /// The output directory (dead letters and the run report for a CRM), if any.
+    /// The local directory of the output (created before the run; the run report goes
+    /// there): the output directory, a CRM's dead-letter directory, a local Delta table, or
+    /// the state directory of an output on object storage.
     pub fn out_dir(&self) -> Option<&Path> {
         match self {
+            OutputSpec::Files(f) if f.remote.is_some() => Some(&f.state_dir),
             OutputSpec::Files(f) => Some(&f.out_dir),
             OutputSpec::Crm(c) => Some(&c.out_dir),
+            OutputSpec::Delta(d) if crate::storage::is_remote(&d.location) => Some(&d.state_dir),
+            OutputSpec::Delta(d) => Some(Path::new(&d.location)),
             OutputSpec::Stdout => None,
         }
     }
@@ -67,16 +79,29 @@ impl OutputSpec {
         match self {
             OutputSpec::Files(f) => Some(&f.state_dir),
             OutputSpec::Crm(c) => Some(&c.state_dir),
+            OutputSpec::Delta(d) => Some(&d.state_dir),
             OutputSpec::Stdout => None,
         }
     }
 
-    /// `parquet`, `jsonl`, `jsonl.gz` or `crm:<crm>` (reports).
+    /// Where the output is, as the user named it (a directory, a URL, `-`).
+    pub fn location(&self) -> String {
+        match self {
+            OutputSpec::Delta(d) => d.location.clone(),
+            OutputSpec::Files(FilesSpec {
+                remote: Some(url), ..
+            }) => url.clone(),
+            _ => self
+                .out_dir()
+                .map_or_else(|| "-".into(), |p| p.display().to_string()),
+        }
+    }
+
+    /// `parquet`, `jsonl`, `jsonl.gz`, `delta` or `crm:<crm>` (reports).
     pub fn format_label(&self) -> String {
         match self {
-            OutputSpec::Files(f) => f.encoding.extension().into(),
-            OutputSpec::Stdout => "jsonl".into(),
             OutputSpec::Crm(c) => format!("crm:{}", c.kind.as_str()),
+            _ => self.format_key().into(),
         }
     }
 
@@ -86,6 +111,7 @@ impl OutputSpec {
             OutputSpec::Files(f) => f.encoding.extension(),
             OutputSpec::Stdout => "jsonl",
             OutputSpec::Crm(c) => c.kind.as_str(),
+            OutputSpec::Delta(_) => "delta",
         }
     }
 }
@@ -136,6 +162,22 @@ pub enum SinkError {
     /// The CRM (auth: exit 3; unavailable: exit 5).
     #[error(transparent)]
     Crm(#[from] crm::http::CrmError),
+    /// An object store (an output on `s3://`, `gs://`, `az://`, `file://`).
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// Another worker committed to the same output and state namespace first: its manifest
+    /// took the sequence number this worker's conditional create asked for (exit 7).
+    #[error(
+        "another worker is committing to {output} in state namespace `{namespace}` (manifest {manifest} was written by someone else first); run one worker per shard/namespace. This worker stopped: its uploads since its last commit are orphans, deleted by the next run's start"
+    )]
+    AnotherWorker {
+        /// The output's URL.
+        output: String,
+        /// The state namespace.
+        namespace: String,
+        /// The manifest object that was already there.
+        manifest: String,
+    },
 }
 
 impl SinkError {

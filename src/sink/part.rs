@@ -134,7 +134,7 @@ pub struct PartWriter {
 
 /// arrow-json resolves named time zones only with chrono-tz; `+00:00` is the same instant
 /// and needs nothing. The arrays are shared, not copied.
-fn json_schema(schema: &arrow_schema::SchemaRef) -> arrow_schema::SchemaRef {
+pub(super) fn json_schema(schema: &arrow_schema::SchemaRef) -> arrow_schema::SchemaRef {
     use arrow_schema::{DataType, Field, Schema};
     let fields: Vec<Field> = schema
         .fields()

@@ -28,7 +28,13 @@ pub struct StagedFile {
     pub bounds: Option<RowBounds>,
 }
 
-/// The smallest and largest `channel_user_id` and `sent_at` (ms since epoch UTC) of some rows.
+/// The modulus of [`RowBounds::residues`]: `lcm(1..=10)`, so the users of any shard `i/N` with
+/// `N` dividing it (every N up to 10, and 12, 14, 15, 18, 20, 24, ...) fall on residues
+/// `≡ i (mod N)` only, and files of different shards have disjoint residue sets.
+pub const RESIDUE_MODULUS: u64 = 2520;
+
+/// The smallest and largest `channel_user_id` and `sent_at` (ms since epoch UTC) of some rows,
+/// and which residues `xxh3_64(channel_user_id) mod 2520` their users have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowBounds {
     /// Smallest user id.
@@ -39,6 +45,13 @@ pub struct RowBounds {
     pub min_ms: i64,
     /// Latest `sent_at`, ms since epoch UTC.
     pub max_ms: i64,
+    /// Bit `r` set when a user's `xxh3_64(id) mod 2520` is `r` (the shard hash, `shard.rs`).
+    pub residues: Vec<u64>,
+}
+
+/// The residue of a user among [`RESIDUE_MODULUS`].
+pub fn residue(user: &str) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(user.as_bytes()) % RESIDUE_MODULUS) as usize
 }
 
 impl RowBounds {
@@ -68,15 +81,23 @@ impl RowBounds {
             return None;
         }
         let (mut lo, mut hi) = (users.value(0), users.value(0));
+        let mut residues = vec![0u64; (RESIDUE_MODULUS as usize).div_ceil(64)];
+        let mut last = "";
         for u in users.iter().flatten() {
             lo = lo.min(u);
             hi = hi.max(u);
+            if u != last {
+                let r = residue(u);
+                residues[r / 64] |= 1 << (r % 64);
+                last = u;
+            }
         }
         Some(RowBounds {
             min_user: lo.to_owned(),
             max_user: hi.to_owned(),
             min_ms: times.iter().copied().min()?,
             max_ms: times.iter().copied().max()?,
+            residues,
         })
     }
 
@@ -87,7 +108,29 @@ impl RowBounds {
             max_user: self.max_user.max(other.max_user),
             min_ms: self.min_ms.min(other.min_ms),
             max_ms: self.max_ms.max(other.max_ms),
+            residues: self
+                .residues
+                .iter()
+                .zip(&other.residues)
+                .map(|(a, b)| a | b)
+                .collect(),
         }
+    }
+
+    /// The residues as hex (a Delta file tag).
+    pub fn residues_hex(&self) -> String {
+        self.residues.iter().map(|w| format!("{w:016x}")).collect()
+    }
+
+    /// Reads [`residues_hex`](Self::residues_hex) back (`None` if malformed).
+    pub fn residues_from_hex(hex: &str) -> Option<Vec<u64>> {
+        if hex.len() != 16 * (RESIDUE_MODULUS as usize).div_ceil(64) {
+            return None;
+        }
+        (0..hex.len())
+            .step_by(16)
+            .map(|i| u64::from_str_radix(&hex[i..i + 16], 16).ok())
+            .collect()
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{DeadLetters, Sink, SinkCounters, SinkEnd, SinkError, SinkMsg, SinkReport, UnitInfo};
+use crate::privacy::Privacy;
 use crate::state::StateStore;
 
 /// What the sink thread hands back.
@@ -45,6 +46,18 @@ pub fn spawn<S: Sink>(
     counters: Arc<SinkCounters>,
     capacity: usize,
 ) -> (mpsc::Sender<SinkMsg>, SinkHandle) {
+    spawn_with(sink, run_id, counters, capacity, None)
+}
+
+/// [`spawn`], with a privacy policy applied to the rows and dead letters before the sink sees
+/// them.
+pub fn spawn_with<S: Sink>(
+    sink: S,
+    run_id: String,
+    counters: Arc<SinkCounters>,
+    capacity: usize,
+    privacy: Option<Privacy>,
+) -> (mpsc::Sender<SinkMsg>, SinkHandle) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let handle = std::thread::Builder::new()
         .name("engati-etl-sink".into())
@@ -56,6 +69,7 @@ pub fn spawn<S: Sink>(
                 report: SinkReport::default(),
                 unit: None,
                 dead: DeadLetters::default(),
+                privacy,
             };
             let error = runner.sink.start().and_then(|()| runner.run(rx)).err();
             if runner.unit.take().is_some() {
@@ -85,6 +99,7 @@ struct Runner {
     report: SinkReport,
     unit: Option<Arc<UnitInfo>>,
     dead: DeadLetters,
+    privacy: Option<Privacy>,
 }
 
 impl Runner {
@@ -102,6 +117,13 @@ impl Runner {
                 SinkMsg::Rows(rows) => {
                     self.open_unit()?;
                     if rows.num_rows() > 0 {
+                        let rows = match &self.privacy {
+                            Some(p) => p.messages(&rows).map_err(|e| SinkError::Arrow {
+                                path: "messages".into(),
+                                source: e,
+                            })?,
+                            None => rows,
+                        };
                         self.sink.write(rows)?;
                     }
                 }
@@ -110,7 +132,8 @@ impl Runner {
                     let c = unit.cells.get(cell as usize).ok_or_else(|| {
                         SinkError::Crashed(format!("cell {cell} is not in the unit"))
                     })?;
-                    self.dead.push_rejects(&self.run_id, c, &rejects);
+                    self.dead
+                        .push_rejects(&self.run_id, c, &rejects, self.privacy.as_ref());
                 }
                 SinkMsg::EndUnit { cells_done } => self.commit(cells_done)?,
                 SinkMsg::AbortUnit => {

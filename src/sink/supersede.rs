@@ -110,7 +110,7 @@ fn open(path: &Path) -> Result<File, SinkError> {
     })
 }
 
-fn parquet_mask(path: &Path, cells: &CellMap<'_>) -> Result<Vec<bool>, SinkError> {
+pub(super) fn parquet_mask(path: &Path, cells: &CellMap<'_>) -> Result<Vec<bool>, SinkError> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
         .map_err(|e| SinkError::parquet(path, e))?;
     let mask = ProjectionMask::columns(
@@ -127,8 +127,11 @@ fn parquet_mask(path: &Path, cells: &CellMap<'_>) -> Result<Vec<bool>, SinkError
         let users = batch
             .column_by_name(schema::CHANNEL_USER_ID)
             .map(|c| c.as_string::<i32>().clone());
+        // Millisecond timestamps (our Parquet) or microseconds (our Delta tables).
+        let ms = arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, None);
         let sent = batch
             .column_by_name(schema::SENT_AT)
+            .and_then(|c| arrow_cast::cast(c, &ms).ok())
             .map(|c| c.as_primitive::<TimestampMillisecondType>().clone());
         let (Some(users), Some(sent)) = (users, sent) else {
             return Err(SinkError::Foreign(path.to_owned()));
@@ -215,7 +218,7 @@ fn dead_letter_mask(path: &Path, cells: &CellMap<'_>) -> Result<Vec<bool>, SinkE
     })
 }
 
-fn rewrite_parquet(
+pub(super) fn rewrite_parquet(
     src: &Path,
     dst: &Path,
     enc: &Encoding,

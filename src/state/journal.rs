@@ -96,6 +96,10 @@ impl StateStore {
                 .map_err(&e)?;
             }
             advance_watermarks(&tx, run_id, &plan.watermarks).map_err(&e)?;
+            if let Some(m) = &plan.manifest {
+                super::manifests::record(&tx, m).map_err(&e)?;
+                super::manifests::remove_paths(&tx, &plan.removes).map_err(&e)?;
+            }
         }
         tx.commit().map_err(&e)?;
         fail::fail_point!("state::after_journal", |_| crate::hooks::crash(

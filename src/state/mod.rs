@@ -18,6 +18,8 @@
 //!   file), streamed in as they are read, with the start of each one's range: the run walks
 //!   them from here in id order, a page at a time, so no list of users is held in memory.
 //!   It is replaced by the next run's listing; a successful run copies it into `users`.
+//! - `remote_manifests` / `remote_removed`: for an output on object storage, the manifests
+//!   applied locally and the paths they removed (`state/manifests.rs`).
 //!
 //! SQLite runs in WAL mode with `synchronous = FULL`: a committed transaction survives a crash
 //! or power loss. A lock file keeps two runs from sharing a state directory.
@@ -205,10 +207,14 @@ pub struct CommitPlan {
     /// Watermark moves: `(namespace, user, window)`.
     #[serde(skip)]
     pub watermarks: Vec<WatermarkMove>,
+    /// For an output on object storage: the manifest that committed this plan, recorded as
+    /// applied (and its removes as dead objects) in the same transaction.
+    #[serde(skip)]
+    pub manifest: Option<ManifestRef>,
 }
 
 /// A committed cell's effect on the incremental watermark of its user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatermarkMove {
     /// Namespace (`incremental`).
     pub namespace: String,
@@ -260,11 +266,16 @@ pub struct StateStore {
 /// Maps a SQLite error to [`StateError::Sqlite`] naming the store's file.
 mod files;
 mod journal;
+mod manifests;
 mod runs;
 mod users;
 mod watermarks;
 
 pub use files::StreamStats;
+pub use manifests::{
+    MANIFEST_VERSION, MANIFESTS_DIR, Manifest, ManifestKind, ManifestRef, RunMeta, UnitProgress,
+    manifest_path, namespace_key, parse_manifest_path,
+};
 pub use users::{LISTING_BATCH, ListedReader, ListedRow, ListedStats};
 pub use watermarks::{UserWatermark, WatermarkSummary};
 
@@ -317,6 +328,7 @@ impl StateStore {
         )
         .map_err(sql(&path))?;
         conn.execute_batch(SCHEMA).map_err(sql(&path))?;
+        conn.execute_batch(manifests::SCHEMA).map_err(sql(&path))?;
         let version: Option<i64> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key='schema_version'",

@@ -205,6 +205,33 @@ fn listed(id: &str, name: &str) -> User {
     }
 }
 
+fn manifest(seq: u64, kind: ManifestKind, adds: &[&str], removes: &[&str]) -> Manifest {
+    Manifest {
+        version: MANIFEST_VERSION,
+        kind,
+        seq,
+        writer: "w".into(),
+        written_ms: 5,
+        run: RunMeta {
+            run_id: "r1".into(),
+            namespace: "export".into(),
+            params_hash: "h".into(),
+            params: "{}".into(),
+            until_ms: Some(10),
+            started_ms: 1,
+        },
+        adds: adds.iter().map(|p| rec(p, "u1")).collect(),
+        removes: removes.iter().map(|p| p.to_string()).collect(),
+        unit: (kind == ManifestKind::Commit).then(|| UnitProgress {
+            unit_key: format!("unit-{seq}"),
+            cells_done: 3,
+        }),
+        watermarks: Vec::new(),
+        status: (kind == ManifestKind::Finish).then(|| "succeeded".to_owned()),
+        report: None,
+    }
+}
+
 #[test]
 fn listed_users_are_a_sorted_union_with_the_first_listing_winning() {
     let dir = tempfile::tempdir().unwrap();
@@ -307,4 +334,46 @@ fn incremental_ranges_start_from_the_watermark_before_the_run() {
         .map(|r| r.user)
         .collect();
     assert_eq!(ids, ["c", "d"], "b has no cell before until");
+}
+
+#[test]
+fn replayed_manifests_rebuild_the_ledger_and_resume_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = StateStore::open(dir.path()).unwrap();
+    assert!(
+        st.apply_manifest("k", &manifest(1, ManifestKind::Start, &[], &[]))
+            .unwrap()
+    );
+    let m2 = manifest(2, ManifestKind::Commit, &["a", "b"], &[]);
+    assert!(st.apply_manifest("k", &m2).unwrap());
+    assert!(!st.apply_manifest("k", &m2).unwrap(), "applied once");
+    assert_eq!(st.last_manifest_seq("k").unwrap(), 2);
+    // An unfinished run: resumed with its committed unit.
+    let start = st
+        .begin_run("export", "h", "{}", Some(10), "r2", 9)
+        .unwrap();
+    assert_eq!((start.run_id.as_str(), start.resumed), ("r1", true));
+    assert_eq!(st.run_units("r1").unwrap().get("unit-2"), Some(&3));
+    assert_eq!(st.ledger_paths().unwrap().len(), 2);
+}
+
+#[test]
+fn a_path_removed_in_any_namespace_stays_dead_whatever_the_replay_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = StateStore::open(dir.path()).unwrap();
+    // Namespace B's remove is replayed before namespace A's add of the same path.
+    st.apply_manifest("b", &manifest(1, ManifestKind::Commit, &["c"], &["a"]))
+        .unwrap();
+    st.apply_manifest("a", &manifest(1, ManifestKind::Commit, &["a"], &[]))
+        .unwrap();
+    let live = st.ledger_paths().unwrap();
+    assert!(live.contains("c") && !live.contains("a"), "{live:?}");
+    assert!(st.removed_paths().unwrap().contains("a"));
+    // A finished run is not resumed.
+    st.apply_manifest("a", &manifest(2, ManifestKind::Finish, &[], &[]))
+        .unwrap();
+    let start = st
+        .begin_run("export", "h", "{}", Some(10), "r3", 9)
+        .unwrap();
+    assert!(!start.resumed);
 }

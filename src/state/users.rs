@@ -48,6 +48,22 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
+const UPSERT: &str =
+    "INSERT INTO users(user, channel, user_name, attributes, matched_filters, run_id, extracted_ms)
+     VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT(user) DO UPDATE SET channel=excluded.channel, user_name=excluded.user_name,
+       attributes=excluded.attributes, matched_filters=excluded.matched_filters,
+       run_id=excluded.run_id, extracted_ms=excluded.extracted_ms";
+
+/// [`UPSERT`], where the incoming row is newer.
+const MERGE: &str =
+    "INSERT INTO users(user, channel, user_name, attributes, matched_filters, run_id, extracted_ms)
+     VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT(user) DO UPDATE SET channel=excluded.channel, user_name=excluded.user_name,
+       attributes=excluded.attributes, matched_filters=excluded.matched_filters,
+       run_id=excluded.run_id, extracted_ms=excluded.extracted_ms
+     WHERE excluded.extracted_ms > users.extracted_ms";
+
 impl StateStore {
     /// Starts a listing: forgets the previous run's listed users.
     ///
@@ -254,18 +270,27 @@ impl StateStore {
     /// # Errors
     /// SQLite errors.
     pub fn upsert_users(&mut self, users: &[ExportedUser]) -> Result<(), StateError> {
+        self.write_users(users, false)
+    }
+
+    /// Merges users read back from an output's users file: a user is inserted, or updated
+    /// when the file's row is newer (`extracted_at_ms`) than the stored one. What an output on
+    /// object storage does before rewriting its users file, so users exported by another
+    /// worker (or before this state directory existed) are kept.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn merge_users(&mut self, users: &[ExportedUser]) -> Result<(), StateError> {
+        self.write_users(users, true)
+    }
+
+    fn write_users(&mut self, users: &[ExportedUser], newer_only: bool) -> Result<(), StateError> {
         let path = self.path.clone();
         let e = sql(&path);
         let tx = self.conn.transaction().map_err(&e)?;
         {
             let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO users(user, channel, user_name, attributes, matched_filters, run_id, extracted_ms)
-                     VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT(user) DO UPDATE SET channel=excluded.channel, user_name=excluded.user_name,
-                       attributes=excluded.attributes, matched_filters=excluded.matched_filters,
-                       run_id=excluded.run_id, extracted_ms=excluded.extracted_ms",
-                )
+                .prepare_cached(if newer_only { MERGE } else { UPSERT })
                 .map_err(&e)?;
             for u in users {
                 let user = &u.user;

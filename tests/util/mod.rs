@@ -13,6 +13,8 @@ use arrow_array::types::TimestampMillisecondType;
 use engati_etl::sandbox::{self, SandboxConfig, SandboxHandle, StoredMessage};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+pub mod s3;
+
 /// Starts a sandbox on 127.0.0.1:0.
 pub async fn start(cfg: SandboxConfig) -> SandboxHandle {
     sandbox::start(SandboxConfig { port: 0, ..cfg })
@@ -160,9 +162,46 @@ pub fn message_files(out: &Path, suffix: &str) -> Vec<PathBuf> {
 
 /// Reads every `*.parquet` under `out/messages`.
 pub fn read_parquet(out: &Path) -> Vec<Row> {
+    read_parquet_files(&message_files(out, ".parquet"))
+}
+
+/// The rows of a Delta table at the local directory `table`: the files its log says are
+/// active (through the `deltalake` crate), read back.
+pub async fn read_delta(table: &Path) -> Vec<Row> {
+    let url = reqwest::Url::from_directory_path(std::fs::canonicalize(table).unwrap()).unwrap();
+    let t = deltalake::open_table(url).await.expect("a Delta table");
+    let files: Vec<PathBuf> = t
+        .get_file_uris()
+        .unwrap()
+        .map(|u| {
+            let u = u.strip_prefix("file://").unwrap_or(&u).to_owned();
+            PathBuf::from(percent_decode(&u))
+        })
+        .collect();
+    read_parquet_files(&files)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Reads the rows of Parquet files (timestamps in ms or µs).
+pub fn read_parquet_files(files: &[PathBuf]) -> Vec<Row> {
     let mut rows = Vec::new();
-    for f in message_files(out, ".parquet") {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+    for f in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap())
             .unwrap()
             .build()
             .unwrap();
@@ -181,11 +220,9 @@ pub fn read_parquet(out: &Path) -> Vec<Row> {
                 s("channel"),
                 s("file_url"),
             );
-            let sent = b
-                .column_by_name("sent_at")
-                .unwrap()
-                .as_primitive::<TimestampMillisecondType>()
-                .clone();
+            let ms = arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, None);
+            let sent = arrow_cast::cast(b.column_by_name("sent_at").unwrap(), &ms).unwrap();
+            let sent = sent.as_primitive::<TimestampMillisecondType>().clone();
             let opts = b
                 .column_by_name("options")
                 .unwrap()
