@@ -85,6 +85,12 @@ pub struct CellCounts {
     pub skipped: u64,
     /// Cells committed by this invocation.
     pub committed: u64,
+    /// Cells whose pages shifted while being read (live data) and that were read again
+    /// (`docs/engati-api.md`, "Pages that shift").
+    pub reread: u64,
+    /// Cells whose pages kept shifting: not written, dead-lettered with the reason, their
+    /// watermarks not moved.
+    pub unreadable: u64,
 }
 
 /// Request counts.
@@ -244,10 +250,22 @@ impl RunReport {
             "  range      {from} .. {until} in {} windows ({})",
             o.window, o.mode
         );
+        let c = &self.cells;
+        let mut shifted = String::new();
+        if c.reread > 0 {
+            let _ = write!(shifted, ", {} read again (pages shifted)", c.reread);
+        }
+        if c.unreadable > 0 {
+            let _ = write!(
+                shifted,
+                ", {} unreadable (pages kept shifting; dead-letter)",
+                c.unreadable
+            );
+        }
         let _ = writeln!(
             s,
-            "  cells      {} committed, {} skipped (already committed), {} planned",
-            self.cells.committed, self.cells.skipped, self.cells.planned
+            "  cells      {} committed, {} skipped (already committed), {} planned{shifted}",
+            c.committed, c.skipped, c.planned
         );
         let r = &self.requests;
         let statuses: Vec<String> = r

@@ -191,6 +191,7 @@ fn the_readme_memory_bounds_are_the_codes() {
             fmt_thousands(engati_etl::pipeline::BATCH_ROWS as u64)
         ),
         mib(engati_etl::sink::files::MAX_PENDING_BYTES as u64),
+        format!("up to {} of pages", mib(engati_etl::pipeline::HOLD_BYTES)),
     ] {
         assert!(
             para.contains(&needle),

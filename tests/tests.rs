@@ -7,6 +7,7 @@
 //! - `dead_letter`: unknown types flow through; malformed timestamps are dead-lettered.
 //! - `commands`: demo pipeline, users, validate, sandbox.
 //! - `incremental`: nightly runs, backfills, state commands, live arrivals.
+//! - `paging`: pages that shift under live data, in both page orders; dead-lettered windows.
 //! - `crash`: SIGKILL at random points and between journal and rename.
 //! - `crm`: HubSpot emulator timelines, growth, 207/429, budget, crashes, dry run, BottleCRM.
 //! - `fuzz_wire`: the page parser, normalizer and Users reader under seeded fuzzing and
@@ -26,3 +27,4 @@ mod faults;
 mod fuzz_wire;
 mod hardening;
 mod incremental;
+mod paging;

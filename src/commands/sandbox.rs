@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use crate::cli::SandboxArgs;
 use crate::error::Error;
-use crate::sandbox::{self as sbx, DataConfig, FaultConfig, LiveConfig, SandboxConfig, UsersShape};
+use crate::sandbox::{
+    self as sbx, DataConfig, FaultConfig, LiveConfig, PageOrder, SandboxConfig, ShiftConfig,
+    UsersShape,
+};
 use crate::time::{DAY_MS, parse_user_instant, rfc3339_ms};
 
 /// `engati-etl sandbox ...`: prints `ENGATI_*=value` lines on stdout (eval-able) and serves
@@ -27,11 +30,16 @@ pub async fn sandbox(a: SandboxArgs) -> Result<ExitCode, Error> {
         ("--truncate-rate", a.truncate_rate),
         ("--stall-rate", a.stall_rate),
         ("--malformed-rate", a.malformed_rate),
+        ("--shift-rate", a.shift_rate),
     ] {
         if !(0.0..=1.0).contains(&v) {
             return Err(Error::Usage(format!("{name} {v} must be between 0 and 1")));
         }
     }
+    let order: PageOrder = a
+        .page_order
+        .parse()
+        .map_err(|e| Error::Usage(format!("--page-order: {e}")))?;
     let cfg = SandboxConfig {
         port: a.port,
         data: DataConfig {
@@ -63,6 +71,13 @@ pub async fn sandbox(a: SandboxArgs) -> Result<ExitCode, Error> {
             interval_ms: a.live_interval_ms,
             per_tick: a.live_per_tick,
             backdate_ms: a.live_backdate_ms,
+        }),
+        order,
+        shift: (a.shift_rate > 0.0).then_some(ShiftConfig {
+            rate: a.shift_rate,
+            max_per_window: a.shift_max_per_window,
+            delete: a.shift_delete,
+            seed: a.seed,
         }),
         ..SandboxConfig::default()
     };

@@ -69,6 +69,16 @@ pub struct SourceSection {
     #[arg(long, value_name = "N", help_heading = "Tuning",
           value_parser = NumParser::<usize>::new("max_retries (--max-retries)", 0, 100))]
     pub max_retries: Option<usize>,
+    /// Read each window of more than one page twice and keep it only when both reads agree:
+    /// also catches a message deleted while its window is paged; costs one more read of those
+    /// windows [default: false].
+    #[arg(
+        long,
+        help_heading = "Tuning",
+        num_args = 0,
+        default_missing_value = "true"
+    )]
+    pub double_read: Option<bool>,
     /// Keys that may hold the Users API list (tolerant reader). Default `["users"]`.
     #[arg(skip)]
     pub users_list_keys: Option<Vec<String>>,
@@ -81,7 +91,8 @@ pub struct SourceSection {
 }
 
 merge_fields!(SourceSection; provider, base_url, customer_id, bot_key, api_key_file, attributes,
-    users_file, page_size, concurrency, max_rps, timeout_secs, max_retries, users_list_keys,
+    users_file, page_size, concurrency, max_rps, timeout_secs, max_retries, double_read,
+    users_list_keys,
     user_id_keys, conversations_keys);
 
 impl SourceSection {
@@ -128,6 +139,7 @@ impl SourceSection {
             api_key_file: self.api_key_file.clone(),
             users,
             page_size,
+            double_read: self.double_read.unwrap_or(false),
             client: ClientConfig {
                 base_url,
                 customer_id,

@@ -43,4 +43,7 @@ pub struct SourceSpec {
     pub users: UsersSource,
     /// Messages per request, 1..=500.
     pub page_size: u32,
+    /// Read each window of more than one page twice and keep it only when two reads agree
+    /// (`engati::conversations`).
+    pub double_read: bool,
 }

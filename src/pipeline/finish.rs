@@ -126,6 +126,8 @@ pub fn finish(
             planned: prepared.plan.cell_count(),
             skipped: walked.cells_skipped,
             committed: sink_report.cells_committed,
+            reread: walked.cells_reread,
+            unreadable: walked.cells_unreadable,
         },
         requests: request_counts(client),
         messages: MessageCounts {

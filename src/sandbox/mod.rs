@@ -12,6 +12,7 @@ pub mod corpus;
 pub mod dataset;
 pub mod faults;
 pub mod hubspot;
+pub mod shift;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use serde::Serialize;
 
 pub use dataset::{DataConfig, Dataset, SandboxUser, StoredMessage};
 pub use faults::{Fault, FaultConfig, Target};
+pub use shift::{LiveConfig, PageOrder, ShiftConfig};
 
 /// Where the Users API puts its list and the user id (docs/engati-api.md, "Users API" variants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,18 +97,10 @@ pub struct SandboxConfig {
     pub now_ms: Option<i64>,
     /// Messages arriving while the server runs, if any.
     pub live: Option<LiveConfig>,
-}
-
-/// Live arrivals: every `interval_ms`, `per_tick` new messages for random users, timestamped
-/// between `backdate_ms` before the sandbox clock and the clock itself (late delivery).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LiveConfig {
-    /// Tick, ms.
-    pub interval_ms: u64,
-    /// Messages per tick.
-    pub per_tick: usize,
-    /// How far back an arrival may be timestamped, ms.
-    pub backdate_ms: i64,
+    /// The order of a window's messages across pages.
+    pub order: PageOrder,
+    /// Messages inserted into (or deleted from) the window being paged, if any.
+    pub shift: Option<ShiftConfig>,
 }
 
 impl Default for SandboxConfig {
@@ -124,6 +118,8 @@ impl Default for SandboxConfig {
             faults: FaultConfig::default(),
             now_ms: None,
             live: None,
+            order: PageOrder::OldestFirst,
+            shift: None,
         }
     }
 }
@@ -156,6 +152,7 @@ struct Shared {
     config: SandboxConfig,
     data: Arc<Dataset>,
     faults: faults::Faults,
+    shifter: Option<shift::Shifter>,
     log: Mutex<Vec<LoggedRequest>>,
     customer_id: String,
     bot_key: String,
@@ -237,6 +234,19 @@ impl SandboxHandle {
         self.shared.clock_ms()
     }
 
+    /// Messages inserted into or deleted from windows being paged, so far.
+    pub fn shift_changes(&self) -> u64 {
+        self.shared.shifter.as_ref().map_or(0, |s| s.changes())
+    }
+
+    /// Messages deleted from windows being paged, so far: (user index, message).
+    pub fn shift_deleted(&self) -> Vec<(usize, StoredMessage)> {
+        self.shared
+            .shifter
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.deleted())
+    }
+
     /// Stops (or resumes) live arrivals.
     pub fn pause_live(&self, paused: bool) {
         self.shared
@@ -308,6 +318,7 @@ pub async fn start_with_data(
         started: std::time::Instant::now(),
         live_paused: std::sync::atomic::AtomicBool::new(false),
         faults: faults::Faults::new(config.faults.clone()),
+        shifter: config.shift.map(shift::Shifter::new),
         config,
         data,
         log: Mutex::new(Vec::new()),
@@ -328,7 +339,14 @@ pub async fn start_with_data(
         .with_state(shared.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(live) = shared.config.live {
-        tokio::spawn(live_arrivals(Arc::downgrade(&shared), live));
+        tokio::spawn(shift::live_arrivals(
+            Arc::downgrade(&shared),
+            live,
+            |s: &Shared| {
+                let paused = s.live_paused.load(std::sync::atomic::Ordering::SeqCst);
+                (&*s.data, s.clock_ms(), paused)
+            },
+        ));
     }
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -388,32 +406,6 @@ fn problem(status: StatusCode, detail: &str, instance: &str) -> Response {
         "instance": instance,
     });
     json_response(status, body.to_string().into_bytes())
-}
-
-/// Adds live messages until the server is gone.
-async fn live_arrivals(shared: std::sync::Weak<Shared>, live: LiveConfig) {
-    use rand::{RngExt, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x11fe);
-    let mut n = 0u64;
-    loop {
-        tokio::time::sleep(Duration::from_millis(live.interval_ms.max(1))).await;
-        let Some(s) = shared.upgrade() else { return };
-        if s.live_paused.load(std::sync::atomic::Ordering::SeqCst) {
-            continue;
-        }
-        let users = s.data.user_count();
-        if users == 0 {
-            return;
-        }
-        let now = s.clock_ms();
-        for _ in 0..live.per_tick {
-            let i = rng.random_range(0..users);
-            let ts = now - rng.random_range(0..=live.backdate_ms.max(0));
-            n += 1;
-            let msg = s.data.live_message(i, ts, n);
-            s.data.insert(i, msg);
-        }
-    }
 }
 
 impl Shared {
@@ -669,16 +661,31 @@ async fn conversations_handler(
             );
         }
     };
+    let sel = shift::Selection {
+        index,
+        start,
+        end,
+        start_exclusive: s.config.start_exclusive,
+        end_inclusive: s.config.end_inclusive,
+    };
+    if let Some(shifter) = &s.shifter {
+        shifter.before_page(&s.data, sel, page, size, s.config.order);
+    }
     let body = s.data.with_range(
         index,
         start,
         end,
-        s.config.start_exclusive,
-        s.config.end_inclusive,
+        sel.start_exclusive,
+        sel.end_inclusive,
         |msgs| {
-            let from = (page - 1).saturating_mul(size).min(msgs.len());
-            let to = from.saturating_add(size).min(msgs.len());
-            render_page(&s.config.conversations_key, &msgs[from..to])
+            let n = msgs.len();
+            let from = (page - 1).saturating_mul(size).min(n);
+            let to = from.saturating_add(size).min(n);
+            let key = &s.config.conversations_key;
+            match s.config.order {
+                PageOrder::OldestFirst => render(key, msgs[from..to].iter()),
+                PageOrder::NewestFirst => render(key, msgs[n - to..n - from].iter().rev()),
+            }
         },
     );
     let fault = s.faults.next(false);
@@ -691,11 +698,16 @@ async fn conversations_handler(
 
 /// The JSON body of one Conversations page.
 pub fn render_page(key: &str, msgs: &[StoredMessage]) -> Vec<u8> {
+    render(key, msgs.iter())
+}
+
+/// The JSON body of a page of `msgs`, in the iterator's order.
+fn render<'a>(key: &str, msgs: impl ExactSizeIterator<Item = &'a StoredMessage>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + msgs.len() * 300);
     out.extend_from_slice(b"{");
     serde_json::to_writer(&mut out, key).expect("writing to a Vec cannot fail");
     out.extend_from_slice(b":[");
-    for (i, m) in msgs.iter().enumerate() {
+    for (i, m) in msgs.enumerate() {
         if i > 0 {
             out.push(b',');
         }

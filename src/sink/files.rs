@@ -202,7 +202,7 @@ impl FilesSink {
         plan.removes = replacement.removes.clone();
         plan.unit_progress = Some((info.key.0.clone(), bounds.cells_to));
         if let Some(ns) = &self.watermarks {
-            plan.watermarks = watermark_moves(ns, cells);
+            plan.watermarks = watermark_moves(ns, cells, &dead.unreadable);
         }
         fail::fail_point!("files::before_journal", |_| crate::hooks::crash(
             "before journaling a commit"
