@@ -333,6 +333,10 @@ pub struct SandboxArgs {
     /// Live arrivals: timestamp them up to this many ms in the past (late delivery).
     #[arg(long, default_value_t = 0)]
     pub live_backdate_ms: i64,
+    /// Capacity mode: work on K requests at once (at --latency-ms each), queue past K in
+    /// flight, answer 429 past 2K (0 = off).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub capacity: usize,
     /// Order of a window's messages across pages: oldest-first or newest-first.
     #[arg(long, default_value = "oldest-first")]
     pub page_order: String,

@@ -62,8 +62,11 @@ pub struct ReportOptions {
     pub lookback: Option<String>,
     /// Page size.
     pub page_size: u32,
-    /// Requests in flight at most.
-    pub concurrency: usize,
+    /// Requests in flight at most, or `"auto"`.
+    pub concurrency: crate::engati::adaptive::Concurrency,
+    /// With `"auto"`: the ceiling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
     /// Requests/s at most.
     pub max_rps: u32,
     /// `parquet`, `jsonl` or `jsonl.gz`.
@@ -94,7 +97,7 @@ pub struct CellCounts {
 }
 
 /// Request counts.
-#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct RequestCounts {
     /// Attempts sent (responses plus transport failures).
     pub total: u64,
@@ -108,6 +111,9 @@ pub struct RequestCounts {
     pub retries: u64,
     /// Response bytes received.
     pub bytes_received: u64,
+    /// What the adaptive limit did (`concurrency = "auto"` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::engati::adaptive::LimitReport>,
 }
 
 /// Message counts.
@@ -286,6 +292,13 @@ impl RunReport {
             r.transport_errors,
             human_bytes(r.bytes_received)
         );
+        if let Some(c) = &r.concurrency {
+            let _ = writeln!(
+                s,
+                "  concurrency auto: limit {:.1} on average, {} at most, {} at the end ({} raises, {} cuts: {} on 429/503/timeouts)",
+                c.mean_limit, c.max_limit, c.final_limit, c.raises, c.cuts, c.pushback_cuts
+            );
+        }
     }
 
     /// Messages, files, CRM.

@@ -123,6 +123,10 @@ fn the_readme_table_lists_every_key_with_the_code_defaults() {
             "source.concurrency",
             config::DEFAULT_CONCURRENCY.to_string(),
         ),
+        (
+            "source.max_concurrency",
+            config::DEFAULT_MAX_CONCURRENCY.to_string(),
+        ),
         ("source.max_rps", config::DEFAULT_MAX_RPS.to_string()),
         (
             "source.timeout_secs",

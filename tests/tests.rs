@@ -6,6 +6,7 @@
 //! - `errors`: every exit-code class, error texts, and the key never leaking.
 //! - `dead_letter`: unknown types flow through; malformed timestamps are dead-lettered.
 //! - `commands`: demo pipeline, users, validate, sandbox.
+//! - `concurrency`: `--concurrency auto` and fixed against the sandbox's capacity mode.
 //! - `incremental`: nightly runs, backfills, state commands, live arrivals.
 //! - `paging`: pages that shift under live data, in both page orders; dead-lettered windows.
 //! - `crash`: SIGKILL at random points and between journal and rename.
@@ -16,6 +17,7 @@
 mod util;
 
 mod commands;
+mod concurrency;
 mod crash;
 mod crm;
 mod dead_letter;

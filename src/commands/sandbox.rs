@@ -73,6 +73,7 @@ pub async fn sandbox(a: SandboxArgs) -> Result<ExitCode, Error> {
             backdate_ms: a.live_backdate_ms,
         }),
         order,
+        capacity: (a.capacity > 0).then_some(a.capacity),
         shift: (a.shift_rate > 0.0).then_some(ShiftConfig {
             rate: a.shift_rate,
             max_per_window: a.shift_max_per_window,

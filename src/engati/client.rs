@@ -2,7 +2,9 @@
 //! and rate limits, retries, and request counters.
 //!
 //! Every request waits for the shared rate limiter (`governor`, `max_rps` requests/s across
-//! all tasks), then holds one of `concurrency` permits while it is in flight (body included).
+//! all tasks), then holds one of `concurrency` permits while it is in flight (body included);
+//! with `concurrency = "auto"` the number of permits is adapted to the server's round-trip
+//! times and pushback ([`adaptive`](super::adaptive)), within `max_concurrency`.
 //! Failed attempts are classified by [`ApiError::is_retryable`] and retried with exponential
 //! backoff and full jitter (`backon`), honouring `Retry-After` on 429, up to `max_retries`
 //! retries. The key is sent as `Authorization: Basic <key>` exactly as given (docs/engati-api.md,
@@ -14,17 +16,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::adaptive::{LimitReport, Limiter, Outcome};
+use super::error::{ApiError, RequestError};
+use super::wire::{self, UsersKeys};
+use crate::model::User;
+use crate::secret::Secret;
 use backon::Retryable;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION};
-use tokio::sync::Semaphore;
-
-use super::error::{ApiError, RequestError};
-use super::wire::{self, UsersKeys};
-use crate::model::User;
-use crate::secret::Secret;
 
 /// Client settings (validated by `config`).
 #[derive(Debug, Clone)]
@@ -39,8 +40,10 @@ pub struct ClientConfig {
     pub api_key: Secret,
     /// Whole-request timeout (connect + headers + body).
     pub timeout: Duration,
-    /// Requests in flight at most.
+    /// Requests in flight at most (with `adaptive`, the ceiling: `max_concurrency`).
     pub concurrency: usize,
+    /// Adapt the limit below `concurrency` to round-trip times and 429/503s.
+    pub adaptive: bool,
     /// Requests per second at most, across all tasks.
     pub max_rps: u32,
     /// Retries after the first attempt, at most.
@@ -127,7 +130,7 @@ struct Inner {
     conversations_prefix: String,
     auth: HeaderValue,
     limiter: DefaultDirectRateLimiter,
-    inflight: Semaphore,
+    inflight: Limiter,
     config: ClientConfig,
     stats: RequestStats,
 }
@@ -206,7 +209,11 @@ impl Client {
                 base,
                 auth,
                 limiter,
-                inflight: Semaphore::new(config.concurrency.max(1)),
+                inflight: if config.adaptive {
+                    Limiter::adaptive(config.concurrency)
+                } else {
+                    Limiter::fixed(config.concurrency)
+                },
                 config,
                 stats: RequestStats::default(),
             }),
@@ -221,6 +228,11 @@ impl Client {
     /// Request counters so far.
     pub fn stats(&self) -> &RequestStats {
         &self.inner.stats
+    }
+
+    /// What the adaptive limit did (none for a fixed one).
+    pub fn concurrency_report(&self) -> Option<LimitReport> {
+        self.inner.inflight.report()
     }
 
     fn url(&self, tail: &[&str]) -> Url {
@@ -323,15 +335,26 @@ impl Client {
         ApiError::Decode(e)
     }
 
-    /// One attempt: rate limit, permit, send, status check, body.
+    /// One attempt: rate limit, permit, send, status check, body; the permit goes back with
+    /// what the response says about the server's load.
     async fn attempt(&self, url: &Url) -> Result<Bytes, ApiError> {
+        self.inner.limiter.until_ready().await;
+        let permit = self.inner.inflight.acquire().await;
+        let result = self.send(url).await;
+        permit.done(match &result {
+            Ok(_) => Outcome::Ok,
+            Err(ApiError::Throttled { .. } | ApiError::Server { status: 503 }) => {
+                Outcome::BackPressure
+            }
+            Err(ApiError::Transport { kind, .. }) if *kind == "timeout" => Outcome::BackPressure,
+            Err(_) => Outcome::Other,
+        });
+        result
+    }
+
+    /// Sends one request and reads its answer (under a permit).
+    async fn send(&self, url: &Url) -> Result<Bytes, ApiError> {
         let inner = &self.inner;
-        inner.limiter.until_ready().await;
-        let _permit = inner
-            .inflight
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
         tracing::debug!(url = %url, "Request.");
         let mut resp = inner
             .http

@@ -8,6 +8,7 @@
 //! - [`wire`]: the JSON shapes, read tolerantly;
 //! - [`users`]: the user list (Users API or a users file).
 
+pub mod adaptive;
 pub mod client;
 pub mod conversations;
 pub mod error;

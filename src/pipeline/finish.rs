@@ -169,6 +169,7 @@ fn request_counts(client: &Client) -> RequestCounts {
         decode_errors: stats.decode_errors.load(Ordering::Relaxed),
         retries: stats.retries.load(Ordering::Relaxed),
         bytes_received: stats.bytes.load(Ordering::Relaxed),
+        concurrency: client.concurrency_report(),
     }
 }
 
@@ -203,7 +204,12 @@ pub fn report_options(spec: &RunSpec) -> ReportOptions {
         window: format_duration_ms(spec.range.window_ms),
         lookback,
         page_size: s.page_size,
-        concurrency: s.client.concurrency,
+        concurrency: if s.client.adaptive {
+            crate::engati::adaptive::Concurrency::Auto
+        } else {
+            crate::engati::adaptive::Concurrency::Fixed(s.client.concurrency)
+        },
+        max_concurrency: s.client.adaptive.then_some(s.client.concurrency),
         max_rps: s.client.max_rps,
         format: spec.output.format_label(),
         out: spec

@@ -8,6 +8,7 @@
 //! latency, 5xx, 429 + `Retry-After`, truncated bodies, stalls) and a log of every request it
 //! answered, for tests. An unknown route answers 404 with the route named.
 
+mod capacity;
 pub mod corpus;
 pub mod dataset;
 pub mod faults;
@@ -101,6 +102,9 @@ pub struct SandboxConfig {
     pub order: PageOrder,
     /// Messages inserted into (or deleted from) the window being paged, if any.
     pub shift: Option<ShiftConfig>,
+    /// Capacity mode: work on this many requests at once, queue past it, answer 429 past
+    /// twice it (`sandbox::capacity`).
+    pub capacity: Option<usize>,
 }
 
 impl Default for SandboxConfig {
@@ -120,6 +124,7 @@ impl Default for SandboxConfig {
             live: None,
             order: PageOrder::OldestFirst,
             shift: None,
+            capacity: None,
         }
     }
 }
@@ -153,6 +158,7 @@ struct Shared {
     data: Arc<Dataset>,
     faults: faults::Faults,
     shifter: Option<shift::Shifter>,
+    capacity: Option<capacity::Capacity>,
     log: Mutex<Vec<LoggedRequest>>,
     customer_id: String,
     bot_key: String,
@@ -247,6 +253,12 @@ impl SandboxHandle {
             .map_or_else(Vec::new, |s| s.deleted())
     }
 
+    /// Capacity mode: the most requests in flight at once so far, working or queued (0 when
+    /// the mode is off).
+    pub fn capacity_peak(&self) -> usize {
+        self.shared.capacity.as_ref().map_or(0, |c| c.peak())
+    }
+
     /// Stops (or resumes) live arrivals.
     pub fn pause_live(&self, paused: bool) {
         self.shared
@@ -319,6 +331,7 @@ pub async fn start_with_data(
         live_paused: std::sync::atomic::AtomicBool::new(false),
         faults: faults::Faults::new(config.faults.clone()),
         shifter: config.shift.map(shift::Shifter::new),
+        capacity: config.capacity.map(capacity::Capacity::new),
         config,
         data,
         log: Mutex::new(Vec::new()),
@@ -434,14 +447,28 @@ impl Shared {
         });
     }
 
-    /// Latency, auth, access, path ids. `Err` is the response to send.
+    /// Capacity (a worker, or 429), latency, auth, access, path ids. `Err` is the response to
+    /// send; the slot, if any, is held until the response is made.
     async fn gate(
         &self,
         headers: &HeaderMap,
         path: &str,
         cid: &str,
         bot: &str,
-    ) -> Result<(), Response> {
+    ) -> Result<Option<capacity::Slot<'_>>, Response> {
+        let slot = match &self.capacity {
+            Some(c) => match c.admit().await {
+                Some(slot) => Some(slot),
+                None => {
+                    return Err(Response::builder()
+                        .status(StatusCode::TOO_MANY_REQUESTS)
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(Body::from(r#"{"title":"Too Many Requests","status":429}"#))
+                        .expect("static response parts are valid"));
+                }
+            },
+            None => None,
+        };
         if self.config.faults.latency_ms > 0 {
             // tokio's timer rounds a sleep up to its next millisecond tick and wakes a little
             // after it: ask for one millisecond less so that a client sees the configured
@@ -478,7 +505,7 @@ impl Shared {
                 "The bot id/customer id is invalid",
             ));
         }
-        Ok(())
+        Ok(slot)
     }
 
     /// Applies a fault to a successful body. Returns the response and the status to log (0 when
@@ -536,11 +563,14 @@ async fn users_handler(
     headers: HeaderMap,
 ) -> Response {
     let path = uri.path().to_owned();
-    if let Err(resp) = s.gate(&headers, &path, &cid, &bot).await {
-        let status = resp.status().as_u16();
-        s.record(&path, &q, status, None, status != 401);
-        return resp;
-    }
+    let _slot = match s.gate(&headers, &path, &cid, &bot).await {
+        Ok(slot) => slot,
+        Err(resp) => {
+            let status = resp.status().as_u16();
+            s.record(&path, &q, status, None, status != 401);
+            return resp;
+        }
+    };
     let (Some(name), Some(value)) = (q.get("attribute_name"), q.get("attribute_value")) else {
         s.record(&path, &q, 400, None, true);
         return engati_error(
@@ -607,11 +637,14 @@ async fn conversations_handler(
     headers: HeaderMap,
 ) -> Response {
     let path = uri.path().to_owned();
-    if let Err(resp) = s.gate(&headers, &path, &cid, &bot).await {
-        let status = resp.status().as_u16();
-        s.record(&path, &q, status, None, status != 401);
-        return resp;
-    }
+    let _slot = match s.gate(&headers, &path, &cid, &bot).await {
+        Ok(slot) => slot,
+        Err(resp) => {
+            let status = resp.status().as_u16();
+            s.record(&path, &q, status, None, status != 401);
+            return resp;
+        }
+    };
     let reject = |code, desc, details: &str| {
         s.record(&path, &q, 400, None, true);
         engati_error(code, desc, details)
