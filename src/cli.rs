@@ -484,6 +484,23 @@ pub struct SandboxArgs {
     /// Live arrivals: timestamp them up to this many ms in the past (late delivery).
     #[arg(long, default_value_t = 0)]
     pub live_backdate_ms: i64,
+    /// Capacity mode: work on K requests at once (at --latency-ms each), queue past K in
+    /// flight, answer 429 past 2K (0 = off).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub capacity: usize,
+    /// Order of a window's messages across pages: oldest-first or newest-first.
+    #[arg(long, default_value = "oldest-first")]
+    pub page_order: String,
+    /// Shifting pages: chance per request for page 2 or later that a message is inserted into
+    /// that window before the reading position (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub shift_rate: f64,
+    /// Shifting pages: changes per (user, window) at most (0 = no limit: it never settles).
+    #[arg(long, default_value_t = 1)]
+    pub shift_max_per_window: u32,
+    /// Shifting pages: delete a message already served instead of inserting one.
+    #[arg(long)]
+    pub shift_delete: bool,
     /// Also run the HubSpot emulator on this port (0 = any) and print its URL and token.
     #[arg(long, value_name = "PORT")]
     pub hubspot_port: Option<u16>,

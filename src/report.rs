@@ -62,8 +62,11 @@ pub struct ReportOptions {
     pub lookback: Option<String>,
     /// Page size.
     pub page_size: u32,
-    /// Requests in flight at most.
-    pub concurrency: usize,
+    /// Requests in flight at most, or `"auto"`.
+    pub concurrency: crate::engati::adaptive::Concurrency,
+    /// With `"auto"`: the ceiling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
     /// Requests/s at most.
     pub max_rps: u32,
     /// `parquet`, `jsonl` or `jsonl.gz`.
@@ -85,10 +88,16 @@ pub struct CellCounts {
     pub skipped: u64,
     /// Cells committed by this invocation.
     pub committed: u64,
+    /// Cells whose pages shifted while being read (live data) and that were read again
+    /// (`docs/engati-api.md`, "Pages that shift").
+    pub reread: u64,
+    /// Cells whose pages kept shifting: not written, dead-lettered with the reason, their
+    /// watermarks not moved.
+    pub unreadable: u64,
 }
 
 /// Request counts.
-#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct RequestCounts {
     /// Attempts sent (responses plus transport failures).
     pub total: u64,
@@ -102,6 +111,9 @@ pub struct RequestCounts {
     pub retries: u64,
     /// Response bytes received.
     pub bytes_received: u64,
+    /// What the adaptive limit did (`concurrency = "auto"` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::engati::adaptive::LimitReport>,
 }
 
 /// Message counts.
@@ -249,10 +261,22 @@ impl RunReport {
             "  range      {from} .. {until} in {} windows ({})",
             o.window, o.mode
         );
+        let c = &self.cells;
+        let mut shifted = String::new();
+        if c.reread > 0 {
+            let _ = write!(shifted, ", {} read again (pages shifted)", c.reread);
+        }
+        if c.unreadable > 0 {
+            let _ = write!(
+                shifted,
+                ", {} unreadable (pages kept shifting; dead-letter)",
+                c.unreadable
+            );
+        }
         let _ = writeln!(
             s,
-            "  cells      {} committed, {} skipped (already committed), {} planned",
-            self.cells.committed, self.cells.skipped, self.cells.planned
+            "  cells      {} committed, {} skipped (already committed), {} planned{shifted}",
+            c.committed, c.skipped, c.planned
         );
         let r = &self.requests;
         let statuses: Vec<String> = r
@@ -273,6 +297,13 @@ impl RunReport {
             r.transport_errors,
             human_bytes(r.bytes_received)
         );
+        if let Some(c) = &r.concurrency {
+            let _ = writeln!(
+                s,
+                "  concurrency auto: limit {:.1} on average, {} at most, {} at the end ({} raises, {} cuts: {} on 429/503/timeouts)",
+                c.mean_limit, c.max_limit, c.final_limit, c.raises, c.cuts, c.pushback_cuts
+            );
+        }
     }
 
     /// Messages, files, CRM.

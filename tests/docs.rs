@@ -124,6 +124,10 @@ fn the_readme_table_lists_every_key_with_the_code_defaults() {
             "source.concurrency",
             config::DEFAULT_CONCURRENCY.to_string(),
         ),
+        (
+            "source.max_concurrency",
+            config::DEFAULT_MAX_CONCURRENCY.to_string(),
+        ),
         ("source.max_rps", config::DEFAULT_MAX_RPS.to_string()),
         (
             "source.timeout_secs",
@@ -192,6 +196,7 @@ fn the_readme_memory_bounds_are_the_codes() {
             fmt_thousands(engati_etl::pipeline::BATCH_ROWS as u64)
         ),
         mib(engati_etl::sink::files::MAX_PENDING_BYTES as u64),
+        format!("up to {} of pages", mib(engati_etl::pipeline::HOLD_BYTES)),
     ] {
         assert!(
             para.contains(&needle),

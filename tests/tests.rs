@@ -6,7 +6,9 @@
 //! - `errors`: every exit-code class, error texts, and the key never leaking.
 //! - `dead_letter`: unknown types flow through; malformed timestamps are dead-lettered.
 //! - `commands`: demo pipeline, users, validate, sandbox.
+//! - `concurrency`: `--concurrency auto` and fixed against the sandbox's capacity mode.
 //! - `incremental`: nightly runs, backfills, state commands, live arrivals.
+//! - `paging`: pages that shift under live data, in both page orders; dead-lettered windows.
 //! - `crash`: SIGKILL at random points and between journal and rename.
 //! - `crm`: HubSpot emulator timelines, growth, 207/429, budget, crashes, dry run, BottleCRM.
 //! - `plan`: the estimate against the actual run (cells, requests, messages; never times).
@@ -24,6 +26,7 @@
 mod util;
 
 mod commands;
+mod concurrency;
 mod crash;
 mod crm;
 mod dead_letter;
@@ -39,6 +42,7 @@ mod hardening;
 mod incremental;
 mod object_store;
 mod ops;
+mod paging;
 mod plan;
 mod privacy;
 mod remote_files;

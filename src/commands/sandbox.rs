@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use crate::cli::SandboxArgs;
 use crate::error::Error;
-use crate::sandbox::{self as sbx, DataConfig, FaultConfig, LiveConfig, SandboxConfig, UsersShape};
+use crate::sandbox::{
+    self as sbx, DataConfig, FaultConfig, LiveConfig, PageOrder, SandboxConfig, ShiftConfig,
+    UsersShape,
+};
 use crate::time::{DAY_MS, parse_user_instant, rfc3339_ms};
 
 /// `engati-etl sandbox ...`: prints `ENGATI_*=value` lines on stdout (eval-able) and serves
@@ -31,11 +34,16 @@ pub async fn sandbox(a: SandboxArgs) -> Result<ExitCode, Error> {
         ("--send-throttle-rate", a.send_throttle_rate),
         ("--send-fail-after-rate", a.send_fail_after_rate),
         ("--send-stall-after-rate", a.send_stall_after_rate),
+        ("--shift-rate", a.shift_rate),
     ] {
         if !(0.0..=1.0).contains(&v) {
             return Err(Error::Usage(format!("{name} {v} must be between 0 and 1")));
         }
     }
+    let order: PageOrder = a
+        .page_order
+        .parse()
+        .map_err(|e| Error::Usage(format!("--page-order: {e}")))?;
     let cfg = SandboxConfig {
         port: a.port,
         data: DataConfig {
@@ -77,6 +85,14 @@ pub async fn sandbox(a: SandboxArgs) -> Result<ExitCode, Error> {
             interval_ms: a.live_interval_ms,
             per_tick: a.live_per_tick,
             backdate_ms: a.live_backdate_ms,
+        }),
+        order,
+        capacity: (a.capacity > 0).then_some(a.capacity),
+        shift: (a.shift_rate > 0.0).then_some(ShiftConfig {
+            rate: a.shift_rate,
+            max_per_window: a.shift_max_per_window,
+            delete: a.shift_delete,
+            seed: a.seed,
         }),
         ..SandboxConfig::default()
     };

@@ -44,6 +44,8 @@ use crate::pipeline::{RunSpec, Tuning};
 pub const DEFAULT_PAGE_SIZE: u32 = 500;
 /// Default requests in flight.
 pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Default ceiling of `concurrency = "auto"`.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
 /// Default requests per second.
 pub const DEFAULT_MAX_RPS: u32 = 50;
 /// Default request timeout, seconds.

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
-use super::values::{EnumParser, NumParser, check_base_url, string_or_int};
+use super::values::{ConcurrencyParser, EnumParser, NumParser, check_base_url, string_or_int};
 use super::{
-    DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_MAX_RPS, DEFAULT_PAGE_SIZE,
-    DEFAULT_TIMEOUT_SECS, Problems, merge_fields,
+    DEFAULT_CONCURRENCY, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_MAX_RPS,
+    DEFAULT_PAGE_SIZE, DEFAULT_TIMEOUT_SECS, Problems, merge_fields,
 };
+use crate::engati::adaptive::Concurrency;
 use crate::engati::client::ClientConfig;
 use crate::engati::provider::Provider;
 use crate::engati::users::AttributeFilter;
@@ -52,11 +53,16 @@ pub struct SourceSection {
     #[arg(long, value_name = "N", help_heading = "Tuning",
           value_parser = NumParser::<u32>::new("page_size (--page-size)", 1, 500))]
     pub page_size: Option<u32>,
-    /// Requests in flight at most [default: 16].
-    #[arg(long, value_name = "N", env = "ENGATI_ETL_CONCURRENCY", help_heading = "Tuning",
-          value_parser = NumParser::<usize>::new(
-              "concurrency (--concurrency or ENGATI_ETL_CONCURRENCY)", 1, 1024))]
-    pub concurrency: Option<usize>,
+    /// Requests in flight at most, or `auto`: adapted to the server's round-trip times and
+    /// 429/503 answers, within --max-concurrency [default: 16].
+    #[arg(long, value_name = "N|auto", env = "ENGATI_ETL_CONCURRENCY", help_heading = "Tuning",
+          value_parser = ConcurrencyParser::new(
+              "concurrency (--concurrency or ENGATI_ETL_CONCURRENCY)", 1024))]
+    pub concurrency: Option<Concurrency>,
+    /// With `--concurrency auto`: the most requests in flight it may reach [default: 64].
+    #[arg(long, value_name = "N", help_heading = "Tuning",
+          value_parser = NumParser::<usize>::new("max_concurrency (--max-concurrency)", 1, 1024))]
+    pub max_concurrency: Option<usize>,
     /// Requests per second at most, all tasks together [default: 50].
     #[arg(long, value_name = "N", env = "ENGATI_ETL_MAX_RPS", help_heading = "Tuning",
           value_parser = NumParser::<u32>::new(
@@ -70,6 +76,16 @@ pub struct SourceSection {
     #[arg(long, value_name = "N", help_heading = "Tuning",
           value_parser = NumParser::<usize>::new("max_retries (--max-retries)", 0, 100))]
     pub max_retries: Option<usize>,
+    /// Read each window of more than one page twice and keep it only when both reads agree:
+    /// also catches a message deleted while its window is paged; costs one more read of those
+    /// windows [default: false].
+    #[arg(
+        long,
+        help_heading = "Tuning",
+        num_args = 0,
+        default_missing_value = "true"
+    )]
+    pub double_read: Option<bool>,
     /// Keys that may hold the Users API list (tolerant reader). Default `["users"]`.
     #[arg(skip)]
     pub users_list_keys: Option<Vec<String>>,
@@ -101,8 +117,9 @@ pub struct SourceSection {
 }
 
 merge_fields!(SourceSection; provider, base_url, customer_id, bot_key, api_key_file, attributes,
-    users_file, page_size, concurrency, max_rps, timeout_secs, max_retries, users_list_keys,
-    user_id_keys, conversations_keys, shard, shards, job_completion_index);
+    users_file, page_size, concurrency, max_concurrency, max_rps, timeout_secs, max_retries,
+    double_read, users_list_keys, user_id_keys, conversations_keys, shard, shards,
+    job_completion_index);
 
 impl SourceSection {
     /// Validates the section into the source's runtime settings (the API key stays empty until
@@ -118,10 +135,20 @@ impl SourceSection {
         if !(1..=500).contains(&page_size) {
             p.push(format!("page_size (--page-size) {page_size} must be between 1 and 500 (the API's largest page)"));
         }
-        let concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        let max_concurrency = self.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
+        if !(1..=1024).contains(&max_concurrency) {
+            p.push(format!(
+                "max_concurrency (--max-concurrency) {max_concurrency} must be between 1 and 1024"
+            ));
+        }
+        let (concurrency, adaptive) = match self.concurrency {
+            None => (DEFAULT_CONCURRENCY, false),
+            Some(Concurrency::Fixed(n)) => (n, false),
+            Some(Concurrency::Auto) => (max_concurrency, true),
+        };
         if !(1..=1024).contains(&concurrency) {
             p.push(format!(
-                "concurrency (--concurrency) {concurrency} must be between 1 and 1024"
+                "concurrency (--concurrency) {concurrency} must be auto or between 1 and 1024"
             ));
         }
         let max_rps = self.max_rps.unwrap_or(DEFAULT_MAX_RPS);
@@ -148,6 +175,7 @@ impl SourceSection {
             api_key_file: self.api_key_file.clone(),
             users,
             page_size,
+            double_read: self.double_read.unwrap_or(false),
             client: ClientConfig {
                 base_url,
                 customer_id,
@@ -155,6 +183,7 @@ impl SourceSection {
                 api_key: Secret::new(""),
                 timeout: std::time::Duration::from_secs(timeout_secs),
                 concurrency,
+                adaptive,
                 max_rps,
                 max_retries,
                 backoff_min: std::time::Duration::from_millis(200),

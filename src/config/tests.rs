@@ -43,7 +43,7 @@ fn a_complete_file_validates_with_defaults() {
 #[test]
 fn flags_override_the_file() {
     let flags = SourceSection {
-        concurrency: Some(4),
+        concurrency: Some(crate::engati::adaptive::Concurrency::Fixed(4)),
         attributes: Some(vec!["segment=vip".into()]),
         ..Default::default()
     };
@@ -170,4 +170,47 @@ fn an_object_store_out_writes_files_through_a_mirror_under_the_state_dir() {
     );
     assert_eq!(s.output.location(), "s3://bucket/exports/engati");
     assert_eq!(s.output.out_dir(), Some(Path::new("st")));
+}
+
+#[test]
+fn concurrency_auto_takes_max_concurrency_as_its_ceiling() {
+    let mut f = base();
+    let s = validate(&f, Command::Run, 0).unwrap();
+    assert!(!s.source.client.adaptive, "fixed 16 by default");
+    f.source.concurrency = Some(crate::engati::adaptive::Concurrency::Auto);
+    let s = validate(&f, Command::Run, 0).unwrap();
+    assert!(s.source.client.adaptive);
+    assert_eq!(s.source.client.concurrency, DEFAULT_MAX_CONCURRENCY);
+    f.source.max_concurrency = Some(8);
+    let s = validate(&f, Command::Run, 0).unwrap();
+    assert_eq!(s.source.client.concurrency, 8);
+    // From a pipeline file: `concurrency = "auto"`; a number out of range is named.
+    let text = r#"
+        [source]
+        provider = "engati"
+        customer_id = 61179
+        bot_key = "bb67e0773bed4c7e"
+        attributes = ["feedback=1"]
+        concurrency = "auto"
+        max_concurrency = 12
+        [range]
+        since = "2026-01-01"
+        until = "2026-02-01"
+        [sink]
+        format = "parquet"
+        out = "out/x"
+    "#;
+    let f: PipelineFile = toml::from_str(text).unwrap();
+    let s = validate(&f, Command::Run, 0).unwrap();
+    assert_eq!(
+        (s.source.client.adaptive, s.source.client.concurrency),
+        (true, 12)
+    );
+    let f: PipelineFile = toml::from_str(&text.replace("\"auto\"", "0")).unwrap();
+    let e = validate(&f, Command::Run, 0).unwrap_err().to_string();
+    assert!(
+        e.contains("concurrency (--concurrency) 0 must be auto or between 1 and 1024"),
+        "{e}"
+    );
+    assert!(toml::from_str::<PipelineFile>(&text.replace("\"auto\"", "\"many\"")).is_err());
 }

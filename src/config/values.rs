@@ -143,6 +143,48 @@ where
     }
 }
 
+/// A clap value parser for `concurrency`: `auto` or a whole number in `1..=hi`; the error
+/// names the setting and what it accepts.
+#[derive(Clone)]
+pub struct ConcurrencyParser {
+    key: &'static str,
+    hi: usize,
+}
+
+impl ConcurrencyParser {
+    /// A parser for the setting named `key` in messages, accepting `auto` or `1..=hi`.
+    pub fn new(key: &'static str, hi: usize) -> Self {
+        ConcurrencyParser { key, hi }
+    }
+}
+
+impl TypedValueParser for ConcurrencyParser {
+    type Value = crate::engati::adaptive::Concurrency;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        use crate::engati::adaptive::Concurrency;
+        let text = value.to_string_lossy();
+        match text.parse::<Concurrency>() {
+            Ok(Concurrency::Fixed(n)) if !(1..=self.hi).contains(&n) => {}
+            Ok(c) => return Ok(c),
+            Err(_) => {}
+        }
+        Err(clap::Error::raw(
+            clap::error::ErrorKind::InvalidValue,
+            format!(
+                "{} {text} must be auto or a whole number between 1 and {}\n",
+                self.key, self.hi
+            ),
+        )
+        .with_cmd(cmd))
+    }
+}
+
 /// `scheme://host/...` with any `user:password@` replaced by `****@`, for messages.
 pub fn redact_url(u: &str) -> String {
     match (u.find("://"), u.find('@')) {

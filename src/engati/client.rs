@@ -2,7 +2,9 @@
 //! and rate limits, retries, and request counters.
 //!
 //! Every request waits for the shared rate limiter (`governor`, `max_rps` requests/s across
-//! all tasks), then holds one of `concurrency` permits while it is in flight (body included).
+//! all tasks), then holds one of `concurrency` permits while it is in flight (body included);
+//! with `concurrency = "auto"` the number of permits is adapted to the server's round-trip
+//! times and pushback ([`adaptive`](super::adaptive)), within `max_concurrency`.
 //! Failed attempts are classified by [`ApiError::is_retryable`] and retried with exponential
 //! backoff and full jitter (`backon`), honouring `Retry-After` on 429, up to `max_retries`
 //! retries. The key is sent as `Authorization: Basic <key>` exactly as given (docs/engati-api.md,
@@ -19,8 +21,8 @@ use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION};
-use tokio::sync::Semaphore;
 
+use super::adaptive::{LimitReport, Limiter, Outcome};
 use super::error::{ApiError, RequestError};
 use super::users_wire::{self, ListPath};
 use super::wire::{self, UsersKeys};
@@ -40,8 +42,10 @@ pub struct ClientConfig {
     pub api_key: Secret,
     /// Whole-request timeout (connect + headers + body).
     pub timeout: Duration,
-    /// Requests in flight at most.
+    /// Requests in flight at most (with `adaptive`, the ceiling: `max_concurrency`).
     pub concurrency: usize,
+    /// Adapt the limit below `concurrency` to round-trip times and 429/503s.
+    pub adaptive: bool,
     /// Requests per second at most, across all tasks.
     pub max_rps: u32,
     /// Retries after the first attempt, at most.
@@ -128,10 +132,9 @@ pub struct Page {
     pub spans: Vec<Range<usize>>,
 }
 
-/// A response whose headers were read, holding its concurrency permit until dropped.
-struct Sent<'a> {
+/// A response whose headers were read (the caller holds the concurrency permit).
+struct Sent {
     resp: reqwest::Response,
-    _permit: tokio::sync::SemaphorePermit<'a>,
     status: u16,
     retry_after: Option<Duration>,
     location: Option<String>,
@@ -140,7 +143,7 @@ struct Sent<'a> {
     started: std::time::Instant,
 }
 
-impl Sent<'_> {
+impl Sent {
     /// Records the round trip (request sent to body read) in the latency statistics.
     fn record_latency(&self, stats: &RequestStats) {
         let took = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -149,7 +152,7 @@ impl Sent<'_> {
     }
 }
 
-impl Sent<'_> {
+impl Sent {
     /// The error of a non-2xx answer with `body`.
     fn refused(self, url: &Url, body: &[u8]) -> ApiError {
         ApiError::from_status(
@@ -176,7 +179,7 @@ struct Inner {
     conversations_prefix: String,
     auth: HeaderValue,
     limiter: DefaultDirectRateLimiter,
-    inflight: Semaphore,
+    inflight: Limiter,
     config: ClientConfig,
     stats: Arc<RequestStats>,
 }
@@ -267,7 +270,11 @@ impl Client {
                 base,
                 auth,
                 limiter,
-                inflight: Semaphore::new(config.concurrency.max(1)),
+                inflight: if config.adaptive {
+                    Limiter::adaptive(config.concurrency)
+                } else {
+                    Limiter::fixed(config.concurrency)
+                },
                 config,
                 stats,
             }),
@@ -282,6 +289,11 @@ impl Client {
     /// Request counters so far.
     pub fn stats(&self) -> &RequestStats {
         &self.inner.stats
+    }
+
+    /// What the adaptive limit did (none for a fixed one).
+    pub fn concurrency_report(&self) -> Option<LimitReport> {
+        self.inner.inflight.report()
     }
 
     fn url(&self, tail: &[&str]) -> Url {
@@ -417,8 +429,30 @@ impl Client {
         ApiError::Decode(e)
     }
 
-    /// One attempt: rate limit, permit, send, status check, body.
+    /// One attempt: rate limit, permit, send, status check, body; the permit goes back with
+    /// what the response says about the server's load.
     async fn attempt(&self, url: &Url) -> Result<Bytes, ApiError> {
+        self.inner.limiter.until_ready().await;
+        let permit = self.inner.inflight.acquire().await;
+        let result = self.read_body(url).await;
+        permit.done(outcome_of(&result));
+        result
+    }
+
+    /// One attempt whose 2xx body goes to `spool` as it arrives (from the file's start; the
+    /// file is cut to the body's length), never into memory: rate limit, permit, send, body;
+    /// the permit goes back with what the response says about the server's load. Returns the
+    /// body's length.
+    async fn attempt_into(&self, url: &Url, spool: &std::fs::File) -> Result<u64, ApiError> {
+        self.inner.limiter.until_ready().await;
+        let permit = self.inner.inflight.acquire().await;
+        let result = self.spool_body(url, spool).await;
+        permit.done(outcome_of(&result));
+        result
+    }
+
+    /// Sends the request and reads the body into memory, checked (under a permit).
+    async fn read_body(&self, url: &Url) -> Result<Bytes, ApiError> {
         let mut sent = self.send(url).await?;
         // Into an exactly sized buffer of our own: a chunk handed up by the HTTP client can
         // share (and so keep alive) a read buffer several times its size, and pages wait in
@@ -447,9 +481,8 @@ impl Client {
         Ok(body)
     }
 
-    /// One attempt whose 2xx body goes to `spool` as it arrives (from the file's start; the
-    /// file is cut to the body's length), never into memory. Returns the body's length.
-    async fn attempt_into(&self, url: &Url, spool: &std::fs::File) -> Result<u64, ApiError> {
+    /// Sends the request and writes a 2xx body to `spool` (under a permit).
+    async fn spool_body(&self, url: &Url, spool: &std::fs::File) -> Result<u64, ApiError> {
         use std::io::{Seek, Write};
         let mut sent = self.send(url).await?;
         if !(200..300).contains(&sent.status) {
@@ -490,15 +523,9 @@ impl Client {
         Ok(len)
     }
 
-    /// Waits for the rate limit and a permit, sends the request and reads the headers.
-    async fn send(&self, url: &Url) -> Result<Sent<'_>, ApiError> {
+    /// Sends the request and reads the headers (under a permit, after the rate limit).
+    async fn send(&self, url: &Url) -> Result<Sent, ApiError> {
         let inner = &self.inner;
-        inner.limiter.until_ready().await;
-        let permit = inner
-            .inflight
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
         tracing::debug!(url = %url, "Request.");
         let started = std::time::Instant::now();
         let resp = inner
@@ -521,7 +548,6 @@ impl Client {
         let (location, content_type) = (header(LOCATION), header(CONTENT_TYPE));
         Ok(Sent {
             resp,
-            _permit: permit,
             status,
             retry_after,
             location,
@@ -641,4 +667,15 @@ fn not_json(status: u16, content_type: Option<String>, body: &[u8], url: &Url) -
         head,
         url: url.to_string(),
     })
+}
+
+/// What an attempt's result says about the server's load, for the adaptive limit: 429, 503
+/// and timeouts are back-pressure (engati-api.md, "Rate limits"); other errors are not.
+fn outcome_of<T>(result: &Result<T, ApiError>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(ApiError::Throttled { .. } | ApiError::Server { status: 503 }) => Outcome::BackPressure,
+        Err(ApiError::Transport { kind, .. }) if *kind == "timeout" => Outcome::BackPressure,
+        Err(_) => Outcome::Other,
+    }
 }

@@ -9,6 +9,7 @@
 //! - [`users`]: the user list (Users API or a users file);
 //! - [`users_wire`]: the Users API body, read as a stream.
 
+pub mod adaptive;
 pub mod client;
 pub mod conversations;
 pub mod error;
@@ -45,4 +46,7 @@ pub struct SourceSpec {
     pub users: UsersSource,
     /// Messages per request, 1..=500.
     pub page_size: u32,
+    /// Read each window of more than one page twice and keep it only when two reads agree
+    /// (`engati::conversations`).
+    pub double_read: bool,
 }

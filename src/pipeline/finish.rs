@@ -145,6 +145,8 @@ pub fn finish(
             planned: prepared.plan.cell_count(),
             skipped: walked.cells_skipped,
             committed: sink_report.cells_committed,
+            reread: walked.cells_reread,
+            unreadable: walked.cells_unreadable,
         },
         requests: request_counts(client),
         messages: MessageCounts {
@@ -232,6 +234,7 @@ fn request_counts(client: &Client) -> RequestCounts {
         decode_errors: stats.decode_errors.load(Ordering::Relaxed),
         retries: stats.retries.load(Ordering::Relaxed),
         bytes_received: stats.bytes.load(Ordering::Relaxed),
+        concurrency: client.concurrency_report(),
     }
 }
 
@@ -266,7 +269,12 @@ pub fn report_options(spec: &RunSpec) -> ReportOptions {
         window: format_duration_ms(spec.range.window_ms),
         lookback,
         page_size: s.page_size,
-        concurrency: s.client.concurrency,
+        concurrency: if s.client.adaptive {
+            crate::engati::adaptive::Concurrency::Auto
+        } else {
+            crate::engati::adaptive::Concurrency::Fixed(s.client.concurrency)
+        },
+        max_concurrency: s.client.adaptive.then_some(s.client.concurrency),
         max_rps: s.client.max_rps,
         format: spec.output.format_label(),
         out: spec.output.location(),

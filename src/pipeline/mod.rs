@@ -28,7 +28,7 @@ mod walk;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-pub use cell::PAGES_AHEAD;
+pub use cell::{HOLD_BYTES, PAGES_AHEAD};
 
 /// Rows per batch handed to the sink, at most.
 pub const BATCH_ROWS: usize = batcher::Batcher::ROWS;
@@ -135,6 +135,12 @@ pub enum RunError {
     /// The API (exit 3, 4 or 5).
     #[error(transparent)]
     Source(#[from] RequestError),
+    /// A window's pages shifted after part of it was written (a cell larger than
+    /// [`HOLD_BYTES`]); its unit was not committed (exit 5).
+    #[error(
+        "{0}; the cell was too large to hold for a re-read and was partly written, so its unit was not committed: run again to resume"
+    )]
+    Shifted(crate::engati::conversations::ShiftError),
     /// The state store (exit 2 when locked, else 6).
     #[error(transparent)]
     State(#[from] StateError),
@@ -159,6 +165,7 @@ impl RunError {
                 | ApiError::Unexpected { .. } => 4,
                 _ => 5,
             },
+            RunError::Shifted(_) => 5,
             RunError::State(_) => 6,
             RunError::Sink(SinkError::OutputClosed) => 0,
             RunError::Sink(SinkError::Crm(crate::sink::crm::http::CrmError::Auth { .. })) => 3,

@@ -26,6 +26,10 @@ pub struct Walked {
     pub cells_skipped: u64,
     /// Messages the API returned just outside a cell's window (the 1 ms overlap), skipped.
     pub outside_window: u64,
+    /// Cells whose pages shifted while being read and that were read again.
+    pub cells_reread: u64,
+    /// Cells whose pages kept shifting: dead-lettered, not written.
+    pub cells_unreadable: u64,
 }
 
 /// A cell being fetched.
@@ -156,13 +160,21 @@ impl<'a> Walker<'a> {
                     self.page(seq, unit, cell, &page, walked).await?;
                     self.gate.release(ticket);
                 }
-                Some(CellEvent::Done) => {
-                    self.queue.pop_front();
-                    if let Some((_, done)) = self.current.as_mut() {
-                        *done += 1;
-                    }
-                    self.control.cells_done.fetch_add(1, Ordering::Relaxed);
+                Some(CellEvent::Done { shifted }) => {
+                    walked.cells_reread += u64::from(shifted > 0);
+                    self.cell_done();
                 }
+                Some(CellEvent::Unreadable(e)) => {
+                    tracing::warn!(error = %e, "A window's pages kept shifting; its cell is dead-lettered.");
+                    let reason = format!(
+                        "{e}; the cell was not written and its watermark not moved (the next run reads it again)"
+                    );
+                    let cell = head.cell;
+                    walked.cells_unreadable += 1;
+                    self.send(SinkMsg::UnreadableCell { cell, reason }).await?;
+                    self.cell_done();
+                }
+                Some(CellEvent::ShiftedWhileWritten(e)) => return Err(RunError::Shifted(e)),
                 Some(CellEvent::Failed(e)) => return Err(e.into()),
                 None => {
                     return Err(RunError::Sink(SinkError::Crashed(
@@ -172,6 +184,15 @@ impl<'a> Walker<'a> {
             }
         }
         self.end_unit().await
+    }
+
+    /// The head cell was consumed whole.
+    fn cell_done(&mut self) {
+        self.queue.pop_front();
+        if let Some((_, done)) = self.current.as_mut() {
+            *done += 1;
+        }
+        self.control.cells_done.fetch_add(1, Ordering::Relaxed);
     }
 
     /// On a stop: the cells behind the head that are not fetched in full are cancelled at once
@@ -218,6 +239,7 @@ impl<'a> Walker<'a> {
                 user: c.user.clone(),
                 window: c.window,
                 page_size: self.spec.source.page_size,
+                double_read: self.spec.source.double_read,
                 seq,
                 became_head: became_head.clone(),
             });

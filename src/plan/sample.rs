@@ -147,7 +147,8 @@ async fn sample_cell(
     page_size: u32,
     page_cap: u32,
 ) -> Result<CellSample, RequestError> {
-    let mut pages = conversations::pages(client.clone(), cell.user, cell.window, page_size);
+    // One read, as a run with its defaults pages (no double read).
+    let mut pages = conversations::pages(client.clone(), cell.user, cell.window, page_size, false);
     let mut s = CellSample {
         pages: 0,
         messages: 0,
@@ -162,14 +163,37 @@ async fn sample_cell(
         }
         pacer.wait().await;
         let t = Instant::now();
-        let Some(page) = pages.next().await else {
+        let Some(event) = pages.next().await else {
             break;
         };
-        let page = page?;
-        s.latencies_s.push(t.elapsed().as_secs_f64());
-        s.pages += 1;
-        s.messages += page.spans.len() as u64;
-        s.bytes += page.body.len() as u64;
+        let event = match event {
+            Ok(e) => e,
+            Err(conversations::PagingError::Request(e)) => return Err(e),
+            // Pages shifting under live data while sampled: what was read is a lower bound.
+            Err(conversations::PagingError::Shifted(_)) => {
+                s.cut = true;
+                break;
+            }
+        };
+        match event {
+            conversations::PageEvent::Page(page) => {
+                s.latencies_s.push(t.elapsed().as_secs_f64());
+                s.pages += 1;
+                s.messages += page.spans.len() as u64;
+                s.bytes += page.body.len() as u64;
+            }
+            // A page asked again to check a repeat: a request, no data.
+            conversations::PageEvent::Checked => {
+                s.latencies_s.push(t.elapsed().as_secs_f64());
+                s.pages += 1;
+            }
+            // A shifted read starts over: its pages were requests, its data is void.
+            conversations::PageEvent::Reread(_) => {
+                s.messages = 0;
+                s.bytes = 0;
+            }
+            conversations::PageEvent::Verified => break,
+        }
     }
     Ok(s)
 }

@@ -195,7 +195,26 @@ pub struct Dataset {
     pub config: DataConfig,
     users: RwLock<Vec<SandboxUser>>,
     index: std::collections::HashMap<String, usize>,
-    messages: Vec<RwLock<Vec<StoredMessage>>>,
+    /// Each user's messages, sorted by time (`sandbox::shift` changes them while serving).
+    pub(super) messages: Vec<RwLock<Vec<StoredMessage>>>,
+}
+
+/// The index range of the messages (sorted by time) a request's bounds select: `start`
+/// (inclusive unless `start_exclusive`) and `end` (exclusive unless `end_inclusive`).
+pub(super) fn select(
+    msgs: &[StoredMessage],
+    start: Option<i64>,
+    end: i64,
+    start_exclusive: bool,
+    end_inclusive: bool,
+) -> std::ops::Range<usize> {
+    let lo = match start {
+        None => 0,
+        Some(s) if start_exclusive => msgs.partition_point(|m| m.ts_ms <= s),
+        Some(s) => msgs.partition_point(|m| m.ts_ms < s),
+    };
+    let hi = msgs.partition_point(|m| m.ts_ms < end || (end_inclusive && m.ts_ms == end));
+    lo..hi.max(lo)
 }
 
 const NAMES: [&str; 24] = [
@@ -350,25 +369,7 @@ impl Dataset {
         f: impl FnOnce(&[StoredMessage]) -> R,
     ) -> R {
         let msgs = self.messages[index].read().expect("sandbox lock");
-        let lo = match start {
-            None => 0,
-            Some(s) if start_exclusive => msgs.partition_point(|m| m.ts_ms <= s),
-            Some(s) => msgs.partition_point(|m| m.ts_ms < s),
-        };
-        let hi = if end_inclusive {
-            msgs.partition_point(|m| m.ts_ms <= end)
-        } else {
-            msgs.partition_point(|m| m.ts_ms < end)
-        };
-        f(&msgs[lo..hi.max(lo)])
-    }
-
-    /// Inserts a message for user `index` at its time position (after equal timestamps): a
-    /// live arrival.
-    pub fn insert(&self, index: usize, msg: StoredMessage) {
-        let mut msgs = self.messages[index].write().expect("sandbox lock");
-        let at = msgs.partition_point(|m| m.ts_ms <= msg.ts_ms);
-        msgs.insert(at, msg);
+        f(&msgs[select(&msgs, start, end, start_exclusive, end_inclusive)])
     }
 
     /// A new live message for user `index` at `ts_ms` (text from the corpus), deterministic in

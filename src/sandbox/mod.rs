@@ -8,10 +8,12 @@
 //! latency, 5xx, 429 + `Retry-After`, truncated bodies, stalls) and a log of every request it
 //! answered, for tests. An unknown route answers 404 with the route named.
 
+mod capacity;
 pub mod corpus;
 pub mod dataset;
 pub mod faults;
 pub mod hubspot;
+pub mod shift;
 pub mod write;
 
 use std::collections::HashMap;
@@ -29,6 +31,7 @@ use serde::Serialize;
 
 pub use dataset::{DataConfig, Dataset, SandboxUser, StoredMessage};
 pub use faults::{Fault, FaultConfig, Target};
+pub use shift::{LiveConfig, PageOrder, ShiftConfig};
 
 /// Where the Users API puts its list and the user id (docs/engati-api.md, "Users API" variants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,18 +101,13 @@ pub struct SandboxConfig {
     pub live: Option<LiveConfig>,
     /// The write side: templates and flows that exist, write faults.
     pub write: write::WriteConfig,
-}
-
-/// Live arrivals: every `interval_ms`, `per_tick` new messages for random users, timestamped
-/// between `backdate_ms` before the sandbox clock and the clock itself (late delivery).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LiveConfig {
-    /// Tick, ms.
-    pub interval_ms: u64,
-    /// Messages per tick.
-    pub per_tick: usize,
-    /// How far back an arrival may be timestamped, ms.
-    pub backdate_ms: i64,
+    /// The order of a window's messages across pages.
+    pub order: PageOrder,
+    /// Messages inserted into (or deleted from) the window being paged, if any.
+    pub shift: Option<ShiftConfig>,
+    /// Capacity mode: work on this many requests at once, queue past it, answer 429 past
+    /// twice it (`sandbox::capacity`).
+    pub capacity: Option<usize>,
 }
 
 impl Default for SandboxConfig {
@@ -128,6 +126,9 @@ impl Default for SandboxConfig {
             now_ms: None,
             live: None,
             write: write::WriteConfig::default(),
+            order: PageOrder::OldestFirst,
+            shift: None,
+            capacity: None,
         }
     }
 }
@@ -160,6 +161,8 @@ struct Shared {
     config: SandboxConfig,
     data: Arc<Dataset>,
     faults: faults::Faults,
+    shifter: Option<shift::Shifter>,
+    capacity: Option<capacity::Capacity>,
     log: Mutex<Vec<LoggedRequest>>,
     customer_id: String,
     bot_key: String,
@@ -257,6 +260,25 @@ impl SandboxHandle {
         self.shared.clock_ms()
     }
 
+    /// Messages inserted into or deleted from windows being paged, so far.
+    pub fn shift_changes(&self) -> u64 {
+        self.shared.shifter.as_ref().map_or(0, |s| s.changes())
+    }
+
+    /// Messages deleted from windows being paged, so far: (user index, message).
+    pub fn shift_deleted(&self) -> Vec<(usize, StoredMessage)> {
+        self.shared
+            .shifter
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.deleted())
+    }
+
+    /// Capacity mode: the most requests in flight at once so far, working or queued (0 when
+    /// the mode is off).
+    pub fn capacity_peak(&self) -> usize {
+        self.shared.capacity.as_ref().map_or(0, |c| c.peak())
+    }
+
     /// Stops (or resumes) live arrivals.
     pub fn pause_live(&self, paused: bool) {
         self.shared
@@ -329,6 +351,8 @@ pub async fn start_with_data(
         live_paused: std::sync::atomic::AtomicBool::new(false),
         faults: faults::Faults::new(config.faults.clone()),
         outbox: write::Outbox::new(config.write.clone()),
+        shifter: config.shift.map(shift::Shifter::new),
+        capacity: config.capacity.map(capacity::Capacity::new),
         config,
         data,
         log: Mutex::new(Vec::new()),
@@ -350,7 +374,14 @@ pub async fn start_with_data(
         .with_state(shared.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(live) = shared.config.live {
-        tokio::spawn(live_arrivals(Arc::downgrade(&shared), live));
+        tokio::spawn(shift::live_arrivals(
+            Arc::downgrade(&shared),
+            live,
+            |s: &Shared| {
+                let paused = s.live_paused.load(std::sync::atomic::Ordering::SeqCst);
+                (&*s.data, s.clock_ms(), paused)
+            },
+        ));
     }
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -412,32 +443,6 @@ fn problem(status: StatusCode, detail: &str, instance: &str) -> Response {
     json_response(status, body.to_string().into_bytes())
 }
 
-/// Adds live messages until the server is gone.
-async fn live_arrivals(shared: std::sync::Weak<Shared>, live: LiveConfig) {
-    use rand::{RngExt, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x11fe);
-    let mut n = 0u64;
-    loop {
-        tokio::time::sleep(Duration::from_millis(live.interval_ms.max(1))).await;
-        let Some(s) = shared.upgrade() else { return };
-        if s.live_paused.load(std::sync::atomic::Ordering::SeqCst) {
-            continue;
-        }
-        let users = s.data.user_count();
-        if users == 0 {
-            return;
-        }
-        let now = s.clock_ms();
-        for _ in 0..live.per_tick {
-            let i = rng.random_range(0..users);
-            let ts = now - rng.random_range(0..=live.backdate_ms.max(0));
-            n += 1;
-            let msg = s.data.live_message(i, ts, n);
-            s.data.insert(i, msg);
-        }
-    }
-}
-
 impl Shared {
     /// The sandbox clock, ms since epoch UTC.
     fn clock_ms(&self) -> i64 {
@@ -464,14 +469,28 @@ impl Shared {
         });
     }
 
-    /// Latency, auth, access, path ids. `Err` is the response to send.
+    /// Capacity (a worker, or 429), latency, auth, access, path ids. `Err` is the response to
+    /// send; the slot, if any, is held until the response is made.
     async fn gate(
         &self,
         headers: &HeaderMap,
         path: &str,
         cid: &str,
         bot: &str,
-    ) -> Result<(), Response> {
+    ) -> Result<Option<capacity::Slot<'_>>, Response> {
+        let slot = match &self.capacity {
+            Some(c) => match c.admit().await {
+                Some(slot) => Some(slot),
+                None => {
+                    return Err(Response::builder()
+                        .status(StatusCode::TOO_MANY_REQUESTS)
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(Body::from(r#"{"title":"Too Many Requests","status":429}"#))
+                        .expect("static response parts are valid"));
+                }
+            },
+            None => None,
+        };
         if self.config.faults.latency_ms > 0 {
             // tokio's timer rounds a sleep up to its next millisecond tick and wakes a little
             // after it: ask for one millisecond less so that a client sees the configured
@@ -508,7 +527,7 @@ impl Shared {
                 "The bot id/customer id is invalid",
             ));
         }
-        Ok(())
+        Ok(slot)
     }
 
     /// Applies a fault to a successful body. Returns the response and the status to log (0 when
@@ -566,11 +585,14 @@ async fn users_handler(
     headers: HeaderMap,
 ) -> Response {
     let path = uri.path().to_owned();
-    if let Err(resp) = s.gate(&headers, &path, &cid, &bot).await {
-        let status = resp.status().as_u16();
-        s.record(&path, &q, status, None, status != 401);
-        return resp;
-    }
+    let _slot = match s.gate(&headers, &path, &cid, &bot).await {
+        Ok(slot) => slot,
+        Err(resp) => {
+            let status = resp.status().as_u16();
+            s.record(&path, &q, status, None, status != 401);
+            return resp;
+        }
+    };
     let (Some(name), Some(value)) = (q.get("attribute_name"), q.get("attribute_value")) else {
         s.record(&path, &q, 400, None, true);
         return engati_error(
@@ -637,11 +659,14 @@ async fn conversations_handler(
     headers: HeaderMap,
 ) -> Response {
     let path = uri.path().to_owned();
-    if let Err(resp) = s.gate(&headers, &path, &cid, &bot).await {
-        let status = resp.status().as_u16();
-        s.record(&path, &q, status, None, status != 401);
-        return resp;
-    }
+    let _slot = match s.gate(&headers, &path, &cid, &bot).await {
+        Ok(slot) => slot,
+        Err(resp) => {
+            let status = resp.status().as_u16();
+            s.record(&path, &q, status, None, status != 401);
+            return resp;
+        }
+    };
     let reject = |code, desc, details: &str| {
         s.record(&path, &q, 400, None, true);
         engati_error(code, desc, details)
@@ -693,15 +718,37 @@ async fn conversations_handler(
             );
         }
     };
-    let render = |msgs: &[StoredMessage]| {
-        let from = (page - 1).saturating_mul(size).min(msgs.len());
-        let to = from.saturating_add(size).min(msgs.len());
-        render_page(&s.config.conversations_key, &msgs[from..to])
+    let (se, ei, order) = (
+        s.config.start_exclusive,
+        s.config.end_inclusive,
+        s.config.order,
+    );
+    let key = &s.config.conversations_key;
+    let page_of = |msgs: &[StoredMessage]| {
+        let n = msgs.len();
+        let from = (page - 1).saturating_mul(size).min(n);
+        let to = from.saturating_add(size).min(n);
+        match order {
+            PageOrder::OldestFirst => render(key, msgs[from..to].iter()),
+            PageOrder::NewestFirst => render(key, msgs[n - to..n - from].iter().rev()),
+        }
     };
-    let (se, ei) = (s.config.start_exclusive, s.config.end_inclusive);
     let body = match index {
-        Some(index) => s.data.with_range(index, start, end, se, ei, render),
-        None => s.outbox.with_range(&uid, start, end, se, ei, render),
+        Some(index) => {
+            if let Some(shifter) = &s.shifter {
+                let sel = shift::Selection {
+                    index,
+                    start,
+                    end,
+                    start_exclusive: se,
+                    end_inclusive: ei,
+                };
+                shifter.before_page(&s.data, sel, page, size, order);
+            }
+            s.data.with_range(index, start, end, se, ei, page_of)
+        }
+        // Users a send created: no shifts, the dataset's order.
+        None => s.outbox.with_range(&uid, start, end, se, ei, page_of),
     };
     let fault = s.faults.next(false);
     let (resp, status) = s.deliver(fault, body, &path, &q).await;
@@ -713,11 +760,16 @@ async fn conversations_handler(
 
 /// The JSON body of one Conversations page.
 pub fn render_page(key: &str, msgs: &[StoredMessage]) -> Vec<u8> {
+    render(key, msgs.iter())
+}
+
+/// The JSON body of a page of `msgs`, in the iterator's order.
+fn render<'a>(key: &str, msgs: impl ExactSizeIterator<Item = &'a StoredMessage>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + msgs.len() * 300);
     out.extend_from_slice(b"{");
     serde_json::to_writer(&mut out, key).expect("writing to a Vec cannot fail");
     out.extend_from_slice(b":[");
-    for (i, m) in msgs.iter().enumerate() {
+    for (i, m) in msgs.enumerate() {
         if i > 0 {
             out.push(b',');
         }

@@ -277,6 +277,7 @@ pub fn read_client(source: &SourceSpec, key: &Secret, limits: &Limits) -> Result
         api_key: key.clone(),
         timeout: Duration::from_secs(limits.timeout_secs),
         concurrency: limits.concurrency,
+        adaptive: false,
         max_rps: limits.max_rps,
         max_retries: limits.max_retries,
         backoff_min: Duration::from_millis(200),

@@ -68,6 +68,9 @@ pub struct DeadLetters {
     pub lines: Vec<u8>,
     /// How many.
     pub rows: u64,
+    /// Cells (indexes into the unit's cells) dead-lettered whole because they could not be
+    /// read consistently: their watermarks do not move.
+    pub unreadable: Vec<u32>,
 }
 
 impl DeadLetters {
@@ -83,6 +86,33 @@ impl DeadLetters {
             encode(&mut self.lines, run_id, &cell.user, cell.window, r, privacy);
             self.rows += 1;
         }
+    }
+
+    /// Adds cell `index` as unreadable: one line with the reason (`page_number` 0, no raw
+    /// JSON), under `privacy` if any.
+    pub fn push_unreadable(
+        &mut self,
+        run_id: &str,
+        index: u32,
+        cell: &CellRef,
+        reason: &str,
+        privacy: Option<&Privacy>,
+    ) {
+        let reject = Reject {
+            reason: reason.to_owned(),
+            raw_json: String::new(),
+            page_number: 0,
+        };
+        encode(
+            &mut self.lines,
+            run_id,
+            &cell.user,
+            cell.window,
+            &reject,
+            privacy,
+        );
+        self.rows += 1;
+        self.unreadable.push(index);
     }
 
     /// Adds one line of any shape (a CRM refusal).

@@ -723,7 +723,7 @@ impl DeltaSink {
             watermarks: self
                 .watermarks
                 .as_deref()
-                .map(|ns| watermark_moves(ns, cells))
+                .map(|ns| watermark_moves(ns, cells, &dead.unreadable))
                 .unwrap_or_default(),
             ..CommitPlan::default()
         };

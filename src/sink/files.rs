@@ -266,7 +266,7 @@ impl FilesSink {
         plan.removes = replacement.removes.clone();
         plan.unit_progress = Some((info.key.0.clone(), bounds.cells_to));
         if let Some(ns) = &self.watermarks {
-            plan.watermarks = watermark_moves(ns, cells);
+            plan.watermarks = watermark_moves(ns, cells, &dead.unreadable);
         }
         let files = plan
             .records

@@ -233,6 +233,15 @@ pub enum SinkMsg {
         /// The rejected messages.
         rejects: Vec<Reject>,
     },
+    /// Cell `cell` (index into `UnitInfo::cells`) could not be read consistently (its pages
+    /// kept shifting): it has no rows; a dead-letter record says why, and its watermark does
+    /// not move.
+    UnreadableCell {
+        /// The cell.
+        cell: u32,
+        /// Why.
+        reason: String,
+    },
     /// Commit the first `cells_done` cells of the unit (all of it, or fewer when stopping).
     EndUnit {
         /// Cells consumed, from `cells[0]`.
@@ -351,15 +360,23 @@ impl SinkCounters {
     }
 }
 
-/// The watermark moves of committed cells: each cell's user has exported its window.
-fn watermark_moves(namespace: &str, cells: &[CellRef]) -> Vec<WatermarkMove> {
+/// The watermark moves of committed cells: each cell's user has exported its window, except
+/// the cells at the indexes of `unreadable` (dead-lettered unread): they move nothing but
+/// anchor a new user's watermark at their start, so a later cell cannot start it past them and
+/// the next run reads them again.
+fn watermark_moves(namespace: &str, cells: &[CellRef], unreadable: &[u32]) -> Vec<WatermarkMove> {
     cells
         .iter()
-        .map(|c| WatermarkMove {
+        .enumerate()
+        .map(|(i, c)| WatermarkMove {
             namespace: namespace.to_owned(),
             user: c.user.to_string(),
             start_ms: c.window.start_ms,
-            end_ms: c.window.end_ms,
+            end_ms: if unreadable.contains(&(i as u32)) {
+                c.window.start_ms
+            } else {
+                c.window.end_ms
+            },
         })
         .collect()
 }

@@ -135,6 +135,19 @@ impl Runner {
                     self.dead
                         .push_rejects(&self.run_id, c, &rejects, self.privacy.as_ref());
                 }
+                SinkMsg::UnreadableCell { cell, reason } => {
+                    let unit = self.open_unit()?;
+                    let c = unit.cells.get(cell as usize).ok_or_else(|| {
+                        SinkError::Crashed(format!("cell {cell} is not in the unit"))
+                    })?;
+                    self.dead.push_unreadable(
+                        &self.run_id,
+                        cell,
+                        c,
+                        &reason,
+                        self.privacy.as_ref(),
+                    );
+                }
                 SinkMsg::EndUnit { cells_done } => self.commit(cells_done)?,
                 SinkMsg::AbortUnit => {
                     if self.unit.take().is_some() {

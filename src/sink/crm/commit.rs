@@ -30,7 +30,7 @@ impl CrmSink {
             ..Default::default()
         };
         if let Some(ns) = &self.run.watermarks {
-            plan.watermarks = watermark_moves(ns, &info.cells[..done]);
+            plan.watermarks = watermark_moves(ns, &info.cells[..done], &dead.unreadable);
         }
         let mut files = Vec::new();
         if !dead.is_empty() {
