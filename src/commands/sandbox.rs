@@ -10,12 +10,9 @@ use crate::sandbox::{
 };
 use crate::time::{DAY_MS, parse_user_instant, rfc3339_ms};
 
-/// `engati-etl sandbox ...`: prints `ENGATI_*=value` lines on stdout (eval-able) and serves
-/// until Ctrl-C.
-///
-/// # Errors
-/// [`Error::Usage`] for a bad flag or a port that cannot be bound.
-pub async fn sandbox(a: SandboxArgs) -> Result<ExitCode, Error> {
+/// The sandbox's settings from its flags (rates checked to be in 0..=1), and the first day of
+/// its data (ms since epoch UTC, a UTC midnight).
+fn config(a: SandboxArgs) -> Result<(SandboxConfig, i64), Error> {
     let shape: UsersShape = a
         .users_shape
         .parse()
@@ -96,11 +93,22 @@ pub async fn sandbox(a: SandboxArgs) -> Result<ExitCode, Error> {
         }),
         ..SandboxConfig::default()
     };
+    Ok((cfg, start_ms))
+}
+
+/// `engati-etl sandbox ...`: prints `ENGATI_*=value` lines on stdout (eval-able) and serves
+/// until Ctrl-C.
+///
+/// # Errors
+/// [`Error::Usage`] for a bad flag or a port that cannot be bound.
+pub async fn sandbox(a: SandboxArgs) -> Result<ExitCode, Error> {
+    let hubspot_port = a.hubspot_port;
+    let (cfg, start_ms) = config(a)?;
     let days = cfg.data.days;
     let handle = sbx::start(cfg)
         .await
         .map_err(|e| Error::Usage(e.to_string()))?;
-    let hubspot = match a.hubspot_port {
+    let hubspot = match hubspot_port {
         Some(port) => match crate::sandbox::hubspot::start(crate::sandbox::hubspot::HubSpotConfig {
             port,
             ..Default::default()

@@ -718,6 +718,26 @@ async fn conversations_handler(
             );
         }
     };
+    let body = page_body(&s, index, &uid, (start, end), page, size);
+    let fault = s.faults.next(false);
+    let (resp, status) = s.deliver(fault, body, &path, &q).await;
+    if status != 0 {
+        s.record(&path, &q, status, fault, true);
+    }
+    resp
+}
+
+/// The body of page `page` (1-based, `size` messages) of `uid`'s messages in `(start, end)`:
+/// a dataset user (at `index`; the shift mode may change the window first) or a user a send
+/// created (the outbox: no shifts).
+fn page_body(
+    s: &Shared,
+    index: Option<usize>,
+    uid: &str,
+    (start, end): (Option<i64>, i64),
+    page: usize,
+    size: usize,
+) -> Vec<u8> {
     let (se, ei, order) = (
         s.config.start_exclusive,
         s.config.end_inclusive,
@@ -733,7 +753,7 @@ async fn conversations_handler(
             PageOrder::NewestFirst => render(key, msgs[n - to..n - from].iter().rev()),
         }
     };
-    let body = match index {
+    match index {
         Some(index) => {
             if let Some(shifter) = &s.shifter {
                 let sel = shift::Selection {
@@ -747,15 +767,8 @@ async fn conversations_handler(
             }
             s.data.with_range(index, start, end, se, ei, page_of)
         }
-        // Users a send created: no shifts, the dataset's order.
-        None => s.outbox.with_range(&uid, start, end, se, ei, page_of),
-    };
-    let fault = s.faults.next(false);
-    let (resp, status) = s.deliver(fault, body, &path, &q).await;
-    if status != 0 {
-        s.record(&path, &q, status, fault, true);
+        None => s.outbox.with_range(uid, start, end, se, ei, page_of),
     }
-    resp
 }
 
 /// The JSON body of one Conversations page.
