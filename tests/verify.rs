@@ -284,3 +284,34 @@ async fn unsupported_outputs_and_bad_usage_exit_2() {
         text(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_dropped_after_later_runs_is_found_by_the_balance() {
+    let sb = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = out.to_str().unwrap();
+    // Two exports that overlap on 08-04: the second replaces the first's rows there.
+    for (since, until) in [("2026-08-01", "2026-08-05"), ("2026-08-04", "2026-08-06")] {
+        let flags = ["--attribute", "opt1=yes", "--format", "parquet", "--out", o];
+        let a = with(export_args(&sb, since, until), &flags);
+        let r = run(&a, Some(&sb.ids.api_key)).await;
+        assert_eq!(r.status.code(), Some(0), "{}", text(&r));
+    }
+    let (code, report) = verify(&out).await;
+    assert_eq!(code, Some(0), "{report:#}");
+    // The first run's 08-02 dropped with its ledger rows: a later run exists, so the per-run
+    // check cannot tell; the balance of the reports can.
+    std::fs::remove_dir_all(out.join("messages/date=2026-08-02")).unwrap();
+    let db = rusqlite::Connection::open(out.join("_state/state.sqlite3")).unwrap();
+    db.execute(
+        "DELETE FROM files WHERE path LIKE 'messages/date=2026-08-02/%'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let (code, report) = verify(&out).await;
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(found(&report, "output_rows").len(), 1, "{report:#}");
+    assert!(found(&report, "run_rows").is_empty(), "{report:#}");
+}

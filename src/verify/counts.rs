@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{Check, Finding, Findings, partition_of};
-use crate::state::{LedgerFile, StateError, StateStore};
+use crate::state::{LedgerFile, RunRecord, StateError, StateStore};
 
 /// Runs read from the history, at most.
 const RUNS_READ: usize = 1_000_000;
@@ -24,7 +24,54 @@ pub(super) fn check(
 ) -> Result<(), StateError> {
     partitions(ledger, counted, findings);
     runs_on_disk(ledger, counted, findings);
-    run_reports(st, ledger, findings)
+    let runs = st.runs(None, RUNS_READ)?;
+    balance(&runs, ledger, findings);
+    run_reports(&runs, ledger, findings);
+    Ok(())
+}
+
+/// The output's balance: the rows the runs' reports say they wrote (and dead-lettered) less
+/// the rows they say they replaced equal the `messages` and `dead_letter` rows of the ledger.
+/// Provable only when every run has a report that counts all its commits: none crashed
+/// without one, none resumed (a resumed run's report counts its last process only).
+fn balance(runs: &[RunRecord], ledger: &[LedgerFile], findings: &mut Findings) {
+    let mut expected: i128 = 0;
+    for run in runs {
+        let Some(v) = run
+            .report
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+        else {
+            return;
+        };
+        let sink = &v["sink"];
+        let (Some(w), Some(r), Some(x)) = (
+            sink["rows_written"].as_u64(),
+            sink["rejects_written"].as_u64(),
+            sink["rows_replaced"].as_u64(),
+        ) else {
+            return;
+        };
+        if v["resumed"].as_bool().unwrap_or(true) {
+            return;
+        }
+        expected += i128::from(w) + i128::from(r) - i128::from(x);
+    }
+    let have: u64 = ledger
+        .iter()
+        .filter(|f| f.record.stream != "users")
+        .map(|f| f.record.rows)
+        .sum();
+    if i128::from(have) != expected {
+        findings.push(Finding::error(
+            Check::Counts,
+            "output_rows",
+            format!(
+                "the ledger holds {have} message and dead-letter rows; the {} runs' reports add up to {expected} (written + dead-lettered - replaced)",
+                runs.len()
+            ),
+        ));
+    }
 }
 
 fn is_messages(f: &LedgerFile) -> bool {
@@ -90,12 +137,7 @@ fn report_figures(report: &str) -> Option<(u64, bool)> {
 }
 
 /// Each run's report against the rows the ledger says the run still owns.
-fn run_reports(
-    st: &StateStore,
-    ledger: &[LedgerFile],
-    findings: &mut Findings,
-) -> Result<(), StateError> {
-    let runs = st.runs(None, RUNS_READ)?;
+fn run_reports(runs: &[RunRecord], ledger: &[LedgerFile], findings: &mut Findings) {
     let started: HashMap<&str, i64> = runs
         .iter()
         .map(|r| (r.run_id.as_str(), r.started_ms))
@@ -104,7 +146,7 @@ fn run_reports(
         .iter()
         .filter(|f| f.record.stream != "users")
         .collect();
-    for run in &runs {
+    for run in runs {
         let Some((written, resumed)) = run.report.as_deref().and_then(report_figures) else {
             continue;
         };
@@ -138,5 +180,4 @@ fn run_reports(
             );
         }
     }
-    Ok(())
 }

@@ -17,7 +17,11 @@
 //!    an error only when no later run committed files (a later run may have replaced rows),
 //!    more rows than written only for a run that was not resumed (a resumed run's report
 //!    counts its last process only). Rows a run rewrote as remnants of older files are not its
-//!    own and are left out.
+//!    own and are left out. And the output's balance: the rows all runs' reports wrote and
+//!    dead-lettered, less the rows they replaced, equal the ledger's `messages` and
+//!    `dead_letter` rows, when every run has a report counting all its commits (none crashed
+//!    without one, none resumed): this finds a window dropped with its ledger rows even after
+//!    later runs.
 //! 5. `coverage` (incremental namespaces only): each user's watermark range `[start, end)` is
 //!    compared with the union of the time spans of the ledger files whose user bounds include
 //!    the user. A hole is reported as a warning, not an error: a window in which none of a

@@ -4,6 +4,9 @@ use std::fmt::Write;
 
 use super::{Report, Severity};
 
+/// Findings of one kind listed in the text report, at most.
+pub const TEXT_PER_KIND: u64 = 10;
+
 /// The report as text (what `verify` prints without `--json`).
 pub fn table(r: &Report) -> String {
     let mut s = String::new();
@@ -44,7 +47,15 @@ pub fn table(r: &Report) -> String {
             "severity", "finding", "where"
         );
     }
+    let mut shown: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let mut hidden = 0u64;
     for f in &r.findings {
+        let n = shown.entry(f.kind).or_default();
+        *n += 1;
+        if *n > TEXT_PER_KIND {
+            hidden += 1;
+            continue;
+        }
         let place: Vec<String> = [
             f.path.clone(),
             f.path.is_none().then(|| f.partition.clone()).flatten(),
@@ -64,6 +75,13 @@ pub fn table(r: &Report) -> String {
             f.kind,
             place.join(", "),
             f.detail
+        );
+    }
+    if hidden > 0 {
+        let _ = writeln!(
+            s,
+            "... {hidden} more findings not shown ({TEXT_PER_KIND} per kind here; --json lists up to {} per check)",
+            super::MAX_FINDINGS_PER_CHECK
         );
     }
     let _ = writeln!(s);
