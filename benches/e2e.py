@@ -36,6 +36,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXE = os.path.join(ROOT, "target", "release", "engati-etl")
 RESULTS = os.path.join(ROOT, "target", "bench-e2e.jsonl")
+# The binary measured (the sandbox always runs EXE): `--exporter PATH` compares another build.
+EXPORTER = EXE
 
 
 def start_sandbox(port, users, latency=0, sessions=6.0):
@@ -77,7 +79,7 @@ def export(env, out, *extra, timeline=None):
 
     With `timeline` (a list), the exporter's RSS in MB is sampled into it every 0.25 s."""
     shutil.rmtree(out, ignore_errors=True)
-    args = ["/usr/bin/time", "-f", "TIME %e %U %S %M", EXE, "export", "--provider", "custom",
+    args = ["/usr/bin/time", "-f", "TIME %e %U %S %M", EXPORTER, "export", "--provider", "custom",
             "--base-url", env["ENGATI_BASE_URL"], "--customer-id", env["ENGATI_CUSTOMER_ID"],
             "--bot-key", env["ENGATI_BOT_KEY"], "--attribute", "opt1=yes", "--attribute", "opt1=no",
             "--since", "2026-08-01", "--until", "2026-09-01", "--format", "parquet", "--out", out,
@@ -161,7 +163,7 @@ def bench_cpu(runs, work):
     try:
         for label, window, conc in (("dense", "31d", "8"), ("sparse", "1d", "16")):
             r = median_runs(runs, env, os.path.join(work, "cpu"), "--window", window,
-                            "--concurrency", conc, "--max-rps", "1000000")
+                            "--concurrency", conc, "--max-rps", "100000")
             msgs = r["report"]["messages"]["written"]
             req = r["report"]["requests"]["total"]
             cpu = r["user_s"] + r["sys_s"]
@@ -190,7 +192,7 @@ def bench_memory(runs, work):
         p, env = start_sandbox(18503, users, sessions=60)
         try:
             r = median_runs(runs, env, os.path.join(work, "mem"), "--concurrency", "16",
-                            "--max-rps", "1000000", *extra)
+                            "--max-rps", "100000", *extra)
             msgs = r["report"]["messages"]["written"]
             out[label] = r["max_rss_kb"]
             print(f"memory {label}: {msgs} messages, peak RSS {r['max_rss_kb'] / 1024:.1f} MB "
@@ -200,7 +202,7 @@ def bench_memory(runs, work):
             if label == "5M":
                 tl = []
                 export(env, os.path.join(work, "mem"), "--concurrency", "16", "--max-rps",
-                       "1000000", timeline=tl)
+                       "100000", timeline=tl)
                 if len(tl) >= 8:
                     q = [tl[min(len(tl) - 1, int(len(tl) * f))] for f in (0.1, 0.25, 0.5, 0.75, 0.95)]
                     print("memory 5M timeline: RSS at 10/25/50/75/95% of the run: "
@@ -226,7 +228,7 @@ def bench_requests(work):
     try:
         out = os.path.join(work, "req")
         # A small page size makes multi-page cells common.
-        _, _, _, _, report = export(env, out, "--page-size", "50", "--max-rps", "1000000")
+        _, _, _, _, report = export(env, out, "--page-size", "50", "--max-rps", "100000")
         counts = {}
         for f in glob.glob(os.path.join(out, "messages", "*", "*.parquet")):
             day = os.path.basename(os.path.dirname(f))
@@ -247,7 +249,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("which", nargs="?", default="all", choices=["all", "latency", "cpu", "memory", "requests"])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--exporter", default=EXE,
+                    help="the engati-etl binary measured (default: target/release/engati-etl)")
     a = ap.parse_args()
+    global EXPORTER
+    EXPORTER = a.exporter
     if not os.path.exists(EXE):
         raise SystemExit("build first: cargo build --release")
     with tempfile.TemporaryDirectory() as work:

@@ -118,6 +118,18 @@ max_rps). It writes nothing and takes no lock; the requests it made are reported
     /// never twice, every row accounted for.
     #[command(subcommand)]
     Send(crate::send::args::SendCmd),
+    /// Prove a local Parquet/JSONL output complete and consistent with its state: ledger files
+    /// present with their size and rows, no stray or staged files, no message_id twice, rows
+    /// per partition and run, watermark coverage; optionally sampled cells against the API.
+    #[command(after_help = "Examples:
+  engati-etl verify pipelines/nightly.toml
+  engati-etl verify --out out/feedback --json
+  engati-etl verify pipelines/nightly.toml --against-api --sample 50 --seed 7
+
+Exit codes: 0 consistent, 1 not consistent (the report lists each finding), 2 usage (also
+for outputs not supported yet: Delta tables, CRMs, object storage). It reads the state without
+its lock and writes nothing.")]
+    Verify(VerifyArgs),
     /// Write a self-contained HTML page about an output: charts of the last run and the runs.
     #[command(after_help = "Examples:
   engati-etl report pipelines/nightly.toml --html nightly.html
@@ -156,6 +168,34 @@ pub struct OpsArgs {
     #[arg(long, value_name = "N", env = "ENGATI_ETL_REJECTS_EXIT_CODE", default_value_t = 1,
           value_parser = crate::summary::parse_rejects_exit_code)]
     pub rejects_exit_code: u8,
+}
+
+/// `verify` flags.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The pipeline file (its `sink.out` / `sink.state_dir`; its source for --against-api).
+    #[arg(value_name = "PIPELINE.toml")]
+    pub pipeline: Option<PathBuf>,
+    /// The output directory (state in OUT/_state), e.g. for an `export`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The state directory, when not under the output.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print the report as JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also fetch --sample committed (user, window) cells again from the API and compare their
+    /// message ids with the output's (needs PIPELINE.toml and the API key).
+    #[arg(long, requires = "pipeline")]
+    pub against_api: bool,
+    /// Cells to compare with --against-api.
+    #[arg(long, value_name = "N", default_value_t = 20,
+          value_parser = crate::config::values::NumParser::<usize>::new("--sample", 1, 1_000_000))]
+    pub sample: usize,
+    /// Seed of the random pick of cells (the same state and seed pick the same cells).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// `report` flags.

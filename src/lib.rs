@@ -58,3 +58,4 @@ pub mod storage;
 pub mod summary;
 pub mod time;
 pub mod timeline;
+pub mod verify;

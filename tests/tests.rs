@@ -49,3 +49,4 @@ mod remote_files;
 mod report_html;
 mod send;
 mod shards;
+mod verify;

@@ -15,9 +15,9 @@ Exit codes (README, "Operating it") decide what Airflow does:
   7        another worker commits to the same object-storage output and namespace: retry later
   130      interrupted (the worker stopped the task): retry
 
-RELIES ON FLAGS NOT YET IN THIS BINARY (issue 11, sharding and object-storage state), in the
-backfill: --shard I/N, --state-url URL. tests/deploy.rs lists them as pending and checks the
-other flags against `--help`; the check becomes strict once they exist.
+The backfill's shards write one output on object storage, which holds its own state (commit
+manifests, README "Object storage"): a retried task on another worker rebuilds its shard's state
+from it and resumes without a row twice.
 """
 
 from __future__ import annotations
@@ -122,8 +122,8 @@ def backfill():
                 "10",
                 "--shard",
                 f"{index}/{SHARDS}",
-                "--state-url",
-                f"s3://analytics-etl/engati/state/backfill-{params['from']}",
+                "--out",
+                "s3://analytics-etl/engati/nightly",
                 "--quiet",
                 "--log-format",
                 "json",

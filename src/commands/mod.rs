@@ -10,6 +10,7 @@ mod send;
 mod state;
 mod users;
 mod validate;
+mod verify;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
         Cmd::State(c) => state::state(c),
         Cmd::Plan(a) => plan::plan(a).await,
         Cmd::Report(a) => report::report(a),
+        Cmd::Verify(a) => verify::verify(a).await,
         Cmd::Completions(a) => completions::completions(a),
         Cmd::Manpage(a) => completions::manpage(a),
         Cmd::Send(c) => send::send(c, quiet).await,

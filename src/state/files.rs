@@ -103,3 +103,80 @@ pub(super) fn file_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord>
         bytes: r.get::<_, i64>(10)? as u64,
     })
 }
+
+/// A ledger row with the run and commit that wrote it (`verify`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LedgerFile {
+    /// The file as the sinks see it.
+    pub record: FileRecord,
+    /// The run whose commit put the file in place (a remnant carries the rewriting run's id).
+    pub run_id: String,
+    /// The commit id (journal row id, increasing over the store's life).
+    pub commit_id: i64,
+}
+
+impl StateStore {
+    /// Every file of the ledger, all streams, by path, with the run and commit that wrote it.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn ledger_files(&self) -> Result<Vec<LedgerFile>, StateError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT path, stream, unit_key, cells_from, cells_to, min_user, max_user, min_ms, max_ms, rows, bytes, run_id, commit_id
+                 FROM files ORDER BY path",
+            )
+            .map_err(sql(&self.path))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(LedgerFile {
+                    record: file_record(r)?,
+                    run_id: r.get(11)?,
+                    commit_id: r.get(12)?,
+                })
+            })
+            .map_err(sql(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(sql(&self.path))
+    }
+
+    /// Commits journaled but not yet applied (a run crashed between its journal and its
+    /// renames; the next run, or `state show`, finishes them).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn pending_commits(&self) -> Result<u64, StateError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM commits WHERE state='pending'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(sql(&self.path))
+    }
+
+    /// Every watermark of the namespaces whose name starts with `prefix`:
+    /// `(namespace, user, start_ms, end_ms)`, ms since epoch UTC, `[start, end)`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn watermarks_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, i64, i64)>, StateError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT namespace, user, start_ms, end_ms FROM watermarks
+                 WHERE substr(namespace, 1, length(?1)) = ?1 ORDER BY namespace, user",
+            )
+            .map_err(sql(&self.path))?;
+        let rows = st
+            .query_map([prefix], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .map_err(sql(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(sql(&self.path))
+    }
+}

@@ -271,7 +271,7 @@ mod runs;
 mod users;
 mod watermarks;
 
-pub use files::StreamStats;
+pub use files::{LedgerFile, StreamStats};
 pub use manifests::{
     MANIFEST_VERSION, MANIFESTS_DIR, Manifest, ManifestKind, ManifestRef, RunMeta, UnitProgress,
     manifest_path, namespace_key, parse_manifest_path,
