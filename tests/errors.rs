@@ -324,11 +324,8 @@ async fn sigint_stops_after_in_flight_work_and_exits_130() {
     assert!(rows.iter().all(|r| set.contains(&r.key)));
     let ids: std::collections::HashSet<_> = rows.iter().map(|r| &r.message_id).collect();
     assert_eq!(ids.len(), rows.len());
-    assert!(
-        files_under(&out)
-            .iter()
-            .all(|f| !f.to_string_lossy().ends_with(".tmp"))
-    );
+    let tmp = staged_files(&out);
+    assert!(tmp.is_empty(), "{tmp:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -545,10 +545,7 @@ async fn a_failed_commit_leaves_no_temporary_file_and_names_no_missing_report() 
     .await;
     assert_eq!(o.status.code(), Some(6), "{}", text(&o));
     assert!(text(&o).contains("No space left on device"), "{}", text(&o));
-    let tmp: Vec<_> = files_under(&out)
-        .into_iter()
-        .filter(|f| f.to_string_lossy().ends_with(".tmp"))
-        .collect();
+    let tmp = staged_files(&out);
     assert!(tmp.is_empty(), "{tmp:?}");
 }
 

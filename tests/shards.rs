@@ -138,6 +138,22 @@ async fn three_shards_into_one_output_equal_one_export_row_for_row() {
     .await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_equal_outputs(&single, &sharded);
+    // `verify` takes no --shard: it says it does not check a sharded output yet.
+    let o = run(
+        &[
+            "verify".to_owned(),
+            "--out".to_owned(),
+            sharded.display().to_string(),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("this output is sharded: verify does not check sharded outputs yet"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,23 @@ use crate::time::{parse_user_instant, rfc3339_ms};
 
 /// Resolves (output dir, state dir, shard) from a pipeline file or flags; a shard's state is
 /// in its subdirectory `s<I>of<N>` of the state directory.
+///
+/// # Errors
+/// [`Error::Usage`] when no output is named, for stdout, a bad `--shard`, or no state there
+/// (for a sharded output without `--shard`, the error says to pass one).
 pub(super) fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf, Option<Shard>), Error> {
+    locate_with(t, "pass --shard I/N for one shard's state")
+}
+
+/// [`locate`], with `sharded_hint` as what its error says when the output is sharded and no
+/// shard was given (a command that takes no `--shard` says what it does instead).
+///
+/// # Errors
+/// As [`locate`].
+pub(super) fn locate_with(
+    t: &StateTarget,
+    sharded_hint: &str,
+) -> Result<(PathBuf, PathBuf, Option<Shard>), Error> {
     let (mut out, mut state) = (t.out.clone(), t.state_dir.clone());
     if let Some(p) = &t.pipeline {
         let f = PipelineFile::load(p)?;
@@ -49,9 +65,9 @@ pub(super) fn locate(t: &StateTarget) -> Result<(PathBuf, PathBuf, Option<Shard>
             "no state at {}{}",
             state.display(),
             if sharded {
-                " (this output is sharded: pass --shard I/N for one shard's state)"
+                format!(" (this output is sharded: {sharded_hint})")
             } else {
-                " (nothing has run with this output yet)"
+                " (nothing has run with this output yet)".to_owned()
             }
         )));
     }

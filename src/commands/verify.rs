@@ -30,13 +30,10 @@ pub async fn verify(a: VerifyArgs) -> Result<ExitCode, Error> {
         state_dir: a.state_dir.clone(),
         shard: None,
     };
-    let (out, dir, _) = super::state::locate(&target).map_err(|e| match e {
-        Error::Usage(m) if m.contains("this output is sharded") => Error::Usage(format!(
-            "verify does not check sharded outputs yet (each shard keeps its own state): {}",
-            m.split(" (this output is sharded").next().unwrap_or(&m)
-        )),
-        e => e,
-    })?;
+    let (out, dir, _) = super::state::locate_with(
+        &target,
+        "verify does not check sharded outputs yet; each shard keeps its own state",
+    )?;
     let running = lock_is_held(&dir);
     let st = StateStore::open_read_only(&dir)?;
     let mut local = v::check_local(&out, &st, running)?;
