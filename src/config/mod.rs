@@ -291,11 +291,20 @@ pub fn validate(
 }
 
 /// A shard keeps its state in a subdirectory of the state directory named by its tag
-/// (`OUT/_state/s1of4` by default), so that N shards writing one output never share a store.
+/// (`OUT/_state/s1of4` by default), so that N shards writing one output never share a store
+/// (nor, on object storage, the mirror files are staged in).
 fn shard_state_dir(output: &mut crate::sink::OutputSpec, shard: crate::shard::Shard) {
     use crate::sink::OutputSpec;
     let dir = match output {
-        OutputSpec::Files(f) => &mut f.state_dir,
+        OutputSpec::Files(f) => {
+            f.state_dir = f.state_dir.join(shard.tag());
+            // On object storage the files are staged in a mirror under the state directory:
+            // each shard its own, or one shard's start would sweep another's staged files.
+            if f.remote.is_some() {
+                f.out_dir = f.state_dir.join("mirror");
+            }
+            return;
+        }
         OutputSpec::Crm(c) => &mut c.state_dir,
         OutputSpec::Delta(d) => &mut d.state_dir,
         OutputSpec::Stdout => return,

@@ -170,6 +170,16 @@ fn an_object_store_out_writes_files_through_a_mirror_under_the_state_dir() {
     );
     assert_eq!(s.output.location(), "s3://bucket/exports/engati");
     assert_eq!(s.output.out_dir(), Some(Path::new("st")));
+    // A shard stages in a mirror of its own, under its own state directory.
+    f.source.shard = Some("1/3".into());
+    let s = validate(&f, Command::Run, 0).unwrap();
+    let OutputSpec::Files(x) = &s.output else {
+        panic!("files")
+    };
+    assert_eq!(
+        (x.out_dir.as_path(), x.state_dir.as_path()),
+        (Path::new("st/s1of3/mirror"), Path::new("st/s1of3"))
+    );
 }
 
 #[test]
