@@ -528,6 +528,16 @@ pub struct SandboxArgs {
     /// flight, answer 429 past 2K (0 = off).
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub capacity: usize,
+    /// Refuse ranges (`end_date - start_date`) longer than this with 400/1003, as an API
+    /// with a range limit might (e.g. 90d; default: no limit).
+    #[arg(long, value_name = "DURATION")]
+    pub max_range: Option<String>,
+    /// Share of users who are dense (skewed data: most sparse, a few very busy).
+    #[arg(long, default_value_t = 0.0)]
+    pub dense_rate: f64,
+    /// Average sessions of a dense user (with --dense-rate).
+    #[arg(long, default_value_t = 200.0)]
+    pub dense_sessions: f64,
     /// Order of a window's messages across pages: oldest-first or newest-first.
     #[arg(long, default_value = "oldest-first")]
     pub page_order: String,

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! users (engati::users: Users API by attribute, or a file of ids)
-//!   -> windows x pages (plan: UTC-grid windows, checkpoint units; engati::client: limits, retries)
+//!   -> windows x pages (plan: grid windows, checkpoint units; engati::client: limits, retries;
+//!      engati::seek: adaptive windows split by time)
 //!   -> normalize (wire JSON -> `messages` rows with a deterministic message_id)
 //!   -> sink (sink::files: Parquet | JSONL, Hive partitions; sink::crm: HubSpot | BottleCRM;
 //!            sink::stdout), committed atomically through the state journal
@@ -15,7 +16,8 @@
 //!
 //! Modules: [`cli`] and [`commands`] (the binary's surface), [`config`] (pipeline files,
 //! precedence, validation), [`pipeline`] (the walk: ordered lookahead, cancellation),
-//! [`engati`] (everything that knows the API), [`plan`] (and its estimate), [`shard`] (which
+//! [`engati`] (everything that knows the API), [`grid`] (where windows lie), [`plan`] (and its
+//! estimate), [`shard`] (which
 //! users a sharded worker takes), [`normalize`], [`schema`] (the output
 //! columns), [`sink`], [`state`], [`report`], [`progress`], [`sandbox`] (an Engati-compatible
 //! server and a HubSpot emulator for the demo, tests and benchmarks), [`secret`], [`time`],
@@ -35,6 +37,7 @@ pub mod commands;
 pub mod config;
 pub mod engati;
 pub mod error;
+pub mod grid;
 pub mod hooks;
 pub mod logging;
 pub mod metrics;

@@ -159,6 +159,10 @@ pub struct RunReport {
     pub cells: CellCounts,
     /// Requests.
     pub requests: RequestCounts,
+    /// What adaptive windows did: the span asked, halvings, splits (`window = "auto"` only;
+    /// README, "Adaptive windows").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<crate::engati::seek::WindowsReport>,
     /// Messages.
     pub messages: MessageCounts,
     /// Files written/replaced, bytes.

@@ -8,6 +8,8 @@
 //! - `commands`: demo pipeline, users, validate, sandbox.
 //! - `concurrency`: `--concurrency auto` and fixed against the sandbox's capacity mode.
 //! - `incremental`: nightly runs, backfills, state commands, live arrivals.
+//! - `windows`: adaptive windows (`--window auto`): rows equal to daily windows with about the
+//!   minimum of requests, a too-long range halved, kills and nightly runs exactly once.
 //! - `paging`: pages that shift under live data, in both page orders; dead-lettered windows.
 //! - `crash`: SIGKILL at random points and between journal and rename.
 //! - `crm`: HubSpot emulator timelines, growth, 207/429, budget, crashes, dry run, BottleCRM.
@@ -50,3 +52,4 @@ mod report_html;
 mod send;
 mod shards;
 mod verify;
+mod windows;

@@ -87,7 +87,7 @@ pub async fn plan(a: PlanArgs) -> Result<ExitCode, Error> {
     };
     let users_api = client.stats().attempts();
     plan_ranges(&spec, &mut store)?;
-    let stats = store.listed_stats(spec.range.mode.until_ms(), spec.range.window_ms)?;
+    let stats = store.listed_stats(spec.range.mode.until_ms(), spec.range.grid())?;
     let plan = plan_of(&spec, &store, stats)?;
     let cells = sample::pick_cells(
         &plan,
@@ -95,7 +95,7 @@ pub async fn plan(a: PlanArgs) -> Result<ExitCode, Error> {
         a.sample_users,
         a.sample_windows,
     )?;
-    let samples = sample::fetch(&client, cells, spec.source.page_size, a.sample_pages)
+    let samples = sample::fetch(&client, cells, &spec.read_spec(), a.sample_pages)
         .await
         .map_err(RunError::from)?;
     let counted = Counted {
@@ -180,7 +180,7 @@ fn plan_of(spec: &RunSpec, store: &StateStore, stats: ListedStats) -> Result<Pla
         cells: stats.cells,
         earliest_ms: stats.earliest_ms,
         until_ms: spec.range.mode.until_ms(),
-        window_ms: spec.range.window_ms,
+        grid: spec.range.grid(),
         checkpoint_users: spec.tuning.checkpoint_users,
         shard: spec.shard,
     })

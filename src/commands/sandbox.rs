@@ -32,6 +32,7 @@ fn config(a: SandboxArgs) -> Result<(SandboxConfig, i64), Error> {
         ("--send-fail-after-rate", a.send_fail_after_rate),
         ("--send-stall-after-rate", a.send_stall_after_rate),
         ("--shift-rate", a.shift_rate),
+        ("--dense-rate", a.dense_rate),
     ] {
         if !(0.0..=1.0).contains(&v) {
             return Err(Error::Usage(format!("{name} {v} must be between 0 and 1")));
@@ -49,6 +50,8 @@ fn config(a: SandboxArgs) -> Result<(SandboxConfig, i64), Error> {
             start_ms,
             days: a.days,
             sessions_per_user: a.sessions_per_user,
+            dense_user_rate: a.dense_rate,
+            dense_sessions_per_user: a.dense_sessions,
             malformed_rate: a.malformed_rate,
             ..DataConfig::default()
         },
@@ -85,6 +88,13 @@ fn config(a: SandboxArgs) -> Result<(SandboxConfig, i64), Error> {
         }),
         order,
         capacity: (a.capacity > 0).then_some(a.capacity),
+        max_range_ms: match &a.max_range {
+            Some(d) => Some(
+                crate::time::parse_duration_ms(d)
+                    .map_err(|e| Error::Usage(format!("--max-range {d}: {e}")))?,
+            ),
+            None => None,
+        },
         shift: (a.shift_rate > 0.0).then_some(ShiftConfig {
             rate: a.shift_rate,
             max_per_window: a.shift_max_per_window,

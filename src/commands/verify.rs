@@ -41,7 +41,7 @@ pub async fn verify(a: VerifyArgs) -> Result<ExitCode, Error> {
         Some(p) if a.against_api => {
             // The embedded sandbox, if the pipeline has one, serves until verify ends.
             let (check, _server) = api_check(p, &a).await?;
-            let cells = api::pick_cells(&st, &local.ledger, check.window_ms, check.sample, a.seed)?;
+            let cells = api::pick_cells(&st, &local.ledger, check.grid, check.sample, a.seed)?;
             local.totals.api_cells =
                 match api::check(&out, &st, &cells, &check, &mut local.findings).await {
                     Ok(n) => n,
@@ -145,8 +145,8 @@ async fn api_check(
     let check = ApiCheck {
         client,
         cx,
-        window_ms: spec.range.window_ms,
-        page_size: spec.source.page_size,
+        grid: spec.range.grid(),
+        read: spec.read_spec(),
         sample: a.sample,
         seed: a.seed,
     };

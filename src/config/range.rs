@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::values::date_text;
 use super::{Command, DEFAULT_LOOKBACK, DEFAULT_WINDOW, Problems, merge_fields};
-use crate::plan::{Mode, RangeSpec};
+use crate::plan::{Mode, RangeSpec, Windowing};
 use crate::shard::Shard;
 use crate::time::{parse_duration_ms, parse_user_instant, rfc3339_ms};
 
@@ -45,12 +45,17 @@ pub struct RangeSection {
     /// Incremental: re-read this much before each watermark for late messages. Default `1d`.
     #[arg(skip)]
     pub lookback: Option<String>,
-    /// Window length per request range: 1d, 6h, 30m [default: 1d].
-    #[arg(long, value_name = "DURATION")]
+    /// Window length per request range: 1d, 6h, 30m, or `auto` (windows of up to
+    /// --max-window, split where a full page ends) [default: 1d].
+    #[arg(long, value_name = "DURATION|auto")]
     pub window: Option<String>,
+    /// With `--window auto`: the longest window asked [default: 31d]. A 400 from the API for a
+    /// range this long halves it for the rest of the run.
+    #[arg(long, value_name = "DURATION")]
+    pub max_window: Option<String>,
 }
 
-merge_fields!(RangeSection; mode, since, until, start, lookback, window);
+merge_fields!(RangeSection; mode, since, until, start, lookback, window, max_window);
 
 fn duration(p: &mut Problems, key: &str, v: Option<&str>, default: &str) -> i64 {
     parse_duration_ms(v.unwrap_or(default)).unwrap_or_else(|e| {
@@ -83,6 +88,9 @@ fn instant(p: &mut Problems, now_ms: i64, key: &str, v: Option<&str>) -> Option<
 /// The shortest window: each (user, window) costs at least one request.
 const MIN_WINDOW_MS: i64 = 60_000;
 
+/// `range.max_window` when `window = "auto"` and it is not set.
+pub const DEFAULT_MAX_WINDOW: &str = "31d";
+
 /// The state namespace of a run: `export`, `range`, `incremental` or
 /// `backfill:<from>:<to>` (each keeps its own runs and watermarks); a shard's ends with
 /// `@s<I>of<N>`.
@@ -113,18 +121,7 @@ impl RangeSection {
     /// Validates the section for `command` (only `run` honours `mode = "incremental"`);
     /// `now_ms` resolves `today`, `yesterday`, `now`.
     pub fn validate(&self, command: Command, now_ms: i64, p: &mut Problems) -> Option<RangeSpec> {
-        let window_ms = duration(
-            p,
-            "window (--window)",
-            self.window.as_deref(),
-            DEFAULT_WINDOW,
-        );
-        if window_ms < MIN_WINDOW_MS {
-            p.push(format!(
-                "window (--window) {} is too short (at least 1m): every user costs one request per window",
-                self.window.as_deref().unwrap_or(DEFAULT_WINDOW)
-            ));
-        }
+        let (windowing, window_ms) = self.windows(p);
         let incremental = self.mode == Some(RangeMode::Incremental) && command == Command::Run;
         let mode = if incremental {
             self.incremental(now_ms, p)
@@ -134,7 +131,33 @@ impl RangeSection {
         Some(RangeSpec {
             mode: mode?,
             window_ms,
+            windowing,
         })
+    }
+
+    /// `window` and `max_window`: fixed windows of `window`, or adaptive ones of up to
+    /// `max_window`; the length is the grid step, ms.
+    fn windows(&self, p: &mut Problems) -> (Windowing, i64) {
+        let auto = self.window.as_deref().map(str::trim) == Some("auto");
+        let (windowing, key, text) = if auto {
+            let text = self.max_window.as_deref().unwrap_or(DEFAULT_MAX_WINDOW);
+            (Windowing::Auto, "max_window (--max-window)", text)
+        } else {
+            if let Some(m) = &self.max_window {
+                p.push(format!(
+                    "max_window (--max-window) {m} applies only to window = \"auto\" (--window auto); remove it or set window = \"auto\""
+                ));
+            }
+            let text = self.window.as_deref().unwrap_or(DEFAULT_WINDOW);
+            (Windowing::Fixed, "window (--window)", text)
+        };
+        let window_ms = duration(p, key, Some(text), text);
+        if window_ms < MIN_WINDOW_MS {
+            p.push(format!(
+                "{key} {text} is too short (at least 1m): every user costs one request per window"
+            ));
+        }
+        (windowing, window_ms)
     }
 
     fn incremental(&self, now_ms: i64, p: &mut Problems) -> Option<Mode> {

@@ -10,10 +10,12 @@
 //! - [`users_wire`]: the Users API body, read as a stream.
 
 pub mod adaptive;
+pub mod cell_read;
 pub mod client;
 pub mod conversations;
 pub mod error;
 pub mod provider;
+pub mod seek;
 pub mod users;
 pub mod users_wire;
 pub mod wire;

@@ -1,4 +1,4 @@
-//! One cell's fetch task: the pages of one (user, window) from `engati::conversations`, each
+//! One cell's fetch task: the pages of one (user, window) from `engati::cell_read`, each
 //! request let through by the [`FetchGate`], each page handed to the writer loop over a small
 //! channel (at most four pages buffered per cell).
 //!
@@ -10,14 +10,20 @@
 //! pipeline dead-letters it). A cell holding more than [`HOLD_BYTES`] is handed on as it comes
 //! instead, and a shift found after that stops the run ([`CellEvent::ShiftedWhileWritten`]):
 //! part of it was written, so its unit is not committed.
+//!
+//! With adaptive windows (`engati::seek`) a cell is read piece by piece, each piece verified
+//! on its own: its pages go as soon as it is complete, and the next piece starts afresh. A
+//! piece read by offsets that cannot be read consistently after earlier pieces were sent is
+//! [`CellEvent::ShiftedWhileWritten`], for the same reason.
 
 use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc};
 
 use super::gate::{FetchGate, Ticket};
+use crate::engati::cell_read::{self, ReadSpec};
 use crate::engati::client::{Client, Page};
-use crate::engati::conversations::{self, PageEvent, PagingError, ShiftError};
+use crate::engati::conversations::{PageEvent, PagingError, ShiftError};
 use crate::engati::error::RequestError;
 use crate::model::Window;
 
@@ -55,10 +61,8 @@ pub struct CellTask {
     pub user: Arc<str>,
     /// The cell's window.
     pub window: Window,
-    /// Messages per page.
-    pub page_size: u32,
-    /// Read windows of more than one page twice (`source.double_read`).
-    pub double_read: bool,
+    /// How the cell is read (page size, double reads, adaptive windows).
+    pub read: ReadSpec,
     /// The cell's position in the walk.
     pub seq: u64,
     /// Notified when the cell becomes the head.
@@ -79,6 +83,9 @@ struct Held {
     streaming: bool,
     /// Pages were sent (while streaming): a later read's pages are not data.
     sent: bool,
+    /// A piece of an adaptive window was settled and sent: the cell can no longer be given
+    /// up whole.
+    settled: bool,
 }
 
 impl Held {
@@ -123,12 +130,13 @@ impl Held {
 }
 
 async fn fetch(t: CellTask, tx: mpsc::Sender<CellEvent>) {
-    let mut pages = conversations::pages(t.client, t.user, t.window, t.page_size, t.double_read);
+    let mut pages = cell_read::cell_pages(t.client, t.user, t.window, &t.read);
     let mut held = Held {
         pages: Vec::new(),
         bytes: 0,
         streaming: false,
         sent: false,
+        settled: false,
     };
     let mut shifted = 0;
     loop {
@@ -161,6 +169,11 @@ async fn fetch(t: CellTask, tx: mpsc::Sender<CellEvent>) {
                         if !held.send(&t.gate, &tx).await {
                             return;
                         }
+                        // Adaptive windows settle a cell piece by piece: what was sent is
+                        // verified, and the next piece starts afresh.
+                        held.settled |= held.sent;
+                        held.sent = false;
+                        held.streaming = false;
                         continue;
                     }
                     Ok(PageEvent::Reread(shift)) => {
@@ -177,7 +190,9 @@ async fn fetch(t: CellTask, tx: mpsc::Sender<CellEvent>) {
                     }
                     Ok(PageEvent::Checked | PageEvent::Page(_)) => continue,
                     Err(PagingError::Request(e)) => CellEvent::Failed(e),
-                    Err(PagingError::Shifted(e)) if held.sent => CellEvent::ShiftedWhileWritten(e),
+                    Err(PagingError::Shifted(e)) if held.sent || held.settled => {
+                        CellEvent::ShiftedWhileWritten(e)
+                    }
                     Err(PagingError::Shifted(e)) => CellEvent::Unreadable(e),
                 }
             }

@@ -149,6 +149,7 @@ pub fn finish(
             unreadable: walked.cells_unreadable,
         },
         requests: request_counts(client),
+        windows: walked.windows.clone(),
         messages: MessageCounts {
             written: sink_report.rows_written,
             rejected: sink_report.rejects_written,

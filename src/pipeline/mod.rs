@@ -66,6 +66,19 @@ pub struct RunSpec {
     pub privacy: Option<crate::privacy::Privacy>,
 }
 
+impl RunSpec {
+    /// How this run reads its cells: its page size and double reads, and for adaptive
+    /// windows (`window = "auto"`) fresh shared state starting from `max_window`.
+    pub fn read_spec(&self) -> crate::engati::cell_read::ReadSpec {
+        crate::engati::cell_read::ReadSpec {
+            page_size: self.source.page_size,
+            double_read: self.source.double_read,
+            adaptive: (self.range.windowing == crate::plan::Windowing::Auto)
+                .then(|| crate::engati::seek::AdaptiveWindows::new(self.range.window_ms)),
+        }
+    }
+}
+
 /// How the walk is cut and buffered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {

@@ -160,6 +160,7 @@ struct ParamsForResume<'a> {
     users: String,
     mode: String,
     window_ms: i64,
+    windowing: String,
     page_size: u32,
     checkpoint_users: usize,
     format: &'a str,
@@ -183,6 +184,7 @@ fn params(spec: &RunSpec) -> (String, String) {
         },
         mode: format!("{:?}", spec.range.mode),
         window_ms: spec.range.window_ms,
+        windowing: format!("{:?}", spec.range.windowing),
         page_size: s.page_size,
         checkpoint_users: spec.tuning.checkpoint_users,
         format: spec.output.format_key(),
@@ -235,7 +237,7 @@ pub fn prepare(
             until_ms,
         )?;
     }
-    let stats = store.listed_stats(until_ms, spec.range.window_ms)?;
+    let stats = store.listed_stats(until_ms, spec.range.grid())?;
     let reader = Arc::new(ListedReader::open(store.path())?);
     Ok(Prepared {
         rejected_users: listing.rejected,
@@ -248,7 +250,7 @@ pub fn prepare(
             cells: stats.cells,
             earliest_ms: stats.earliest_ms,
             until_ms,
-            window_ms: spec.range.window_ms,
+            grid: spec.range.grid(),
             checkpoint_users: spec.tuning.checkpoint_users,
             shard: spec.shard,
         },

@@ -13,7 +13,9 @@ use super::cell::{self, CellEvent, CellTask};
 use super::gate::FetchGate;
 use super::resume::Prepared;
 use super::{RunControl, RunError, RunSpec};
+use crate::engati::cell_read::ReadSpec;
 use crate::engati::client::{Client, Page};
+use crate::engati::seek::WindowsReport;
 use crate::normalize::PageNormalizer;
 use crate::plan::{Unit, Units};
 use crate::schema::RowContext;
@@ -30,6 +32,8 @@ pub struct Walked {
     pub cells_reread: u64,
     /// Cells whose pages kept shifting: dead-lettered, not written.
     pub cells_unreadable: u64,
+    /// What adaptive windows did (`window = "auto"` only).
+    pub windows: Option<WindowsReport>,
 }
 
 /// A cell being fetched.
@@ -55,6 +59,8 @@ struct Walker<'a> {
     prepared: &'a Prepared,
     tx: &'a mpsc::Sender<SinkMsg>,
     gate: Arc<FetchGate>,
+    /// How cells are read (offsets, or adaptive windows with their shared state).
+    read: ReadSpec,
     unit_iter: Units<'a>,
     /// Units dispatched and not yet ended: unit `first_unit + i` is `units[i]` (units are
     /// numbered in plan order; an ended unit leaves, so memory stays one lookahead deep).
@@ -93,6 +99,7 @@ pub async fn walk(
         prepared,
         tx,
         gate: Arc::new(FetchGate::new(spec.tuning.buffer_bytes)),
+        read: spec.read_spec(),
         unit_iter: prepared.plan.units(),
         units: VecDeque::new(),
         first_unit: 0,
@@ -106,6 +113,7 @@ pub async fn walk(
         normalizer: None,
     };
     let result = w.run(walked).await;
+    walked.windows = w.read.adaptive.as_ref().map(|a| a.report());
     if result.is_err() {
         for f in w.queue.drain(..) {
             f.task.abort();
@@ -238,8 +246,7 @@ impl<'a> Walker<'a> {
                 gate: self.gate.clone(),
                 user: c.user.clone(),
                 window: c.window,
-                page_size: self.spec.source.page_size,
-                double_read: self.spec.source.double_read,
+                read: self.read.clone(),
                 seq,
                 became_head: became_head.clone(),
             });

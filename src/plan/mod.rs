@@ -5,8 +5,11 @@
 //! list of users), with the start of each one's range.
 //!
 //! A **cell** is one user's messages in one window: the unit of fetching (pages are read until
-//! a short page). Windows lie on a fixed UTC grid of `window_ms` (aligned to the Unix epoch, so
-//! `1d` windows are UTC days and never straddle a date partition) clipped to each user's range.
+//! a short page; adaptive windows split a busy cell by time as its pages show, see
+//! `engati::seek`). Windows lie on a [`Grid`] clipped to each user's range: fixed windows on
+//! the UTC grid of `window_ms` (aligned to the Unix epoch, so `1d` windows are UTC days and
+//! never straddle a date partition), adaptive ones on a grid of `max_window` aligned to the
+//! range's start.
 //! A **unit** is up to `checkpoint_users` cells of one grid window, in `channel_user_id` order:
 //! the unit of commit (its files appear atomically with its state) and of resume. Units are
 //! planned window by window (window-major), so output partitions fill one date at a time and
@@ -24,6 +27,7 @@ use std::sync::Arc;
 
 use xxhash_rust::xxh3::Xxh3Default;
 
+use crate::grid::Grid;
 use crate::model::User;
 use crate::model::Window;
 use crate::shard::Shard;
@@ -70,13 +74,37 @@ impl Mode {
     }
 }
 
+/// How a run cuts each user's range into requests (`range.window`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Windowing {
+    /// Windows of `window_ms` on the epoch grid; each cell is paged by `page_number`.
+    Fixed,
+    /// `window = "auto"`: windows of up to `window_ms` (`max_window`) on a grid anchored at
+    /// the range's start; a cell whose first page comes back full is split at the time its
+    /// page ends (`engati::seek`), and a 400 for a too-long range halves the span asked.
+    Auto,
+}
+
 /// The range of a run, validated (`config::range`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RangeSpec {
     /// Fixed or incremental.
     pub mode: Mode,
-    /// Window length (the grid step), ms.
+    /// Window length (the grid step), ms: `window`, or `max_window` with adaptive windows.
     pub window_ms: i64,
+    /// Fixed or adaptive windows.
+    pub windowing: Windowing,
+}
+
+impl RangeSpec {
+    /// The run's window grid: the epoch grid of `window_ms` for fixed windows, the grid of
+    /// `max_window` anchored at the range's start for adaptive ones.
+    pub fn grid(&self) -> Grid {
+        match self.windowing {
+            Windowing::Fixed => Grid::epoch(self.window_ms),
+            Windowing::Auto => Grid::anchored(self.mode.start_ms(), self.window_ms),
+        }
+    }
 }
 
 /// A user as the plan needs it: who, on which channel, from when.
@@ -193,8 +221,8 @@ pub struct Plan {
     pub earliest_ms: Option<i64>,
     /// End of every user's range (exclusive), ms since epoch UTC.
     pub until_ms: i64,
-    /// Grid step, ms.
-    pub window_ms: i64,
+    /// The window grid.
+    pub grid: Grid,
     /// Cells per unit at most.
     pub checkpoint_users: usize,
     /// The shard this run exports, if sharded (tags the unit keys).
@@ -218,22 +246,19 @@ impl Plan {
                 from_ms: since_ms,
             })
             .collect();
-        Plan::in_memory(users, until_ms, window_ms, checkpoint_users)
+        Plan::in_memory(users, until_ms, Grid::epoch(window_ms), checkpoint_users)
     }
 
     /// A plan over users held in memory, each with its own range start.
     pub fn in_memory(
         users: Vec<PlannedUser>,
         until_ms: i64,
-        window_ms: i64,
+        grid: Grid,
         checkpoint_users: usize,
     ) -> Self {
-        let window_ms = window_ms.max(1);
         let live = || users.iter().filter(|u| u.from_ms < until_ms);
         let cells = live()
-            .map(|u| {
-                ((until_ms - 1).div_euclid(window_ms) - u.from_ms.div_euclid(window_ms) + 1) as u64
-            })
+            .map(|u| grid.windows_between(u.from_ms, until_ms))
             .sum();
         Plan {
             user_count: users.len() as u64,
@@ -241,7 +266,7 @@ impl Plan {
             earliest_ms: live().map(|u| u.from_ms).min(),
             users: Arc::new(UsersInMemory::new(users)),
             until_ms,
-            window_ms,
+            grid,
             checkpoint_users: checkpoint_users.max(1),
             shard: None,
         }
@@ -249,11 +274,7 @@ impl Plan {
 
     /// Grid window containing `t`.
     pub fn grid_window(&self, t: i64) -> Window {
-        let start = t.div_euclid(self.window_ms) * self.window_ms;
-        Window {
-            start_ms: start,
-            end_ms: start + self.window_ms,
-        }
+        self.grid.window_of(t)
     }
 
     /// Number of cells in the plan (for progress).
@@ -299,7 +320,7 @@ impl Iterator for Units<'_> {
                 }
                 let window = Window {
                     start_ms: self.next_window_start,
-                    end_ms: self.next_window_start + plan.window_ms,
+                    end_ms: self.next_window_start + plan.grid.step_ms(),
                 };
                 self.next_window_start = window.end_ms;
                 self.current = Some(WindowCursor {
@@ -446,7 +467,7 @@ mod tests {
                 user("u2", 5 * DAY_MS),
             ],
             3 * DAY_MS,
-            DAY_MS,
+            Grid::epoch(DAY_MS),
             10,
         );
         let per_window: Vec<usize> = plan.units().map(|u| u.unwrap().cells.len()).collect();

@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 
 use super::Plan;
 use super::estimate::{self, CellSample};
+use crate::engati::cell_read::{self, ReadSpec};
 use crate::engati::client::Client;
 use crate::engati::conversations;
 use crate::engati::error::RequestError;
@@ -80,16 +81,15 @@ pub fn pick_cells(
 
 /// `windows` of a user's windows (from `from_ms` to the plan's end), evenly spread.
 fn user_windows(plan: &Plan, from_ms: i64, windows: u64) -> impl Iterator<Item = Window> + '_ {
-    let first = from_ms.div_euclid(plan.window_ms);
-    let last = (plan.until_ms - 1).div_euclid(plan.window_ms);
-    let n = (last - first + 1).max(0) as u64;
+    let first = plan.grid.index(from_ms);
+    let n = plan.grid.windows_between(from_ms, plan.until_ms);
     estimate::sample_positions(n, windows)
         .into_iter()
         .map(move |j| {
-            let start = (first + j as i64) * plan.window_ms;
+            let w = plan.grid.window(first + j as i64);
             Window {
-                start_ms: start.max(from_ms),
-                end_ms: (start + plan.window_ms).min(plan.until_ms),
+                start_ms: w.start_ms.max(from_ms),
+                end_ms: w.end_ms.min(plan.until_ms),
             }
         })
 }
@@ -119,7 +119,7 @@ impl Pacer {
 pub async fn fetch(
     client: &Client,
     cells: Vec<SampleCell>,
-    page_size: u32,
+    read: &ReadSpec,
     page_cap: u32,
 ) -> Result<Vec<CellSample>, RequestError> {
     let cfg = client.config();
@@ -132,7 +132,7 @@ pub async fn fetch(
     let lanes = LANES.min(cfg.concurrency.max(1));
     let pacer = &pacer;
     futures_util::stream::iter(cells)
-        .map(|c| sample_cell(client, pacer, c, page_size, page_cap))
+        .map(|c| sample_cell(client, pacer, c, read, page_cap))
         .buffered(lanes)
         .collect::<Vec<_>>()
         .await
@@ -144,11 +144,15 @@ async fn sample_cell(
     client: &Client,
     pacer: &Pacer,
     cell: SampleCell,
-    page_size: u32,
+    read: &ReadSpec,
     page_cap: u32,
 ) -> Result<CellSample, RequestError> {
-    // One read, as a run with its defaults pages (no double read).
-    let mut pages = conversations::pages(client.clone(), cell.user, cell.window, page_size, false);
+    // One read, as a run with its defaults reads (no double read).
+    let read = ReadSpec {
+        double_read: false,
+        ..read.clone()
+    };
+    let mut pages = cell_read::cell_pages(client.clone(), cell.user, cell.window, &read);
     let mut s = CellSample {
         pages: 0,
         messages: 0,
@@ -156,12 +160,14 @@ async fn sample_cell(
         latencies_s: Vec::new(),
         cut: false,
     };
-    while !pages.is_done() {
-        if s.pages == page_cap {
-            s.cut = true;
-            break;
+    loop {
+        if pages.will_request() {
+            if s.pages == page_cap {
+                s.cut = true;
+                break;
+            }
+            pacer.wait().await;
         }
-        pacer.wait().await;
         let t = Instant::now();
         let Some(event) = pages.next().await else {
             break;
@@ -192,7 +198,8 @@ async fn sample_cell(
                 s.messages = 0;
                 s.bytes = 0;
             }
-            conversations::PageEvent::Verified => break,
+            // The read (or, with adaptive windows, a piece of it) is complete.
+            conversations::PageEvent::Verified => {}
         }
     }
     Ok(s)

@@ -32,6 +32,11 @@ pub struct DataConfig {
     pub days: u32,
     /// Average conversation sessions per user over the whole history.
     pub sessions_per_user: f64,
+    /// Share of users who are dense: they average `dense_sessions_per_user` sessions instead
+    /// (a realistic skew: most users sparse, a few very busy); default 0.
+    pub dense_user_rate: f64,
+    /// Average sessions of a dense user over the whole history.
+    pub dense_sessions_per_user: f64,
     /// Share of messages whose timestamp is garbage (for dead-letter tests); default 0.
     pub malformed_rate: f64,
     /// Share of messages with a message type outside the contract (`LOCATION`, `CAROUSEL`).
@@ -48,6 +53,8 @@ impl Default for DataConfig {
             start_ms: crate::time::days_from_civil(2026, 8, 1) * DAY_MS,
             days: 31,
             sessions_per_user: 6.0,
+            dense_user_rate: 0.0,
+            dense_sessions_per_user: 0.0,
             malformed_rate: 0.0,
             unknown_type_rate: 0.003,
             long_message_rate: 0.002,
@@ -286,8 +293,12 @@ impl Dataset {
                 .find(|(k, _)| k == "language")
                 .map(|(_, v)| v.clone())
                 .unwrap_or_default();
+            // Dense users are drawn from a stream of their own, so the other users' data does
+            // not change with the skew settings.
+            let dense = config.dense_user_rate > 0.0
+                && user_rng(config.seed, i, 3).random_bool(config.dense_user_rate.min(1.0));
             let mut rng = user_rng(config.seed, i, 2);
-            let msgs = make_history(&config, &lang, corpus, &mut rng);
+            let msgs = make_history(&config, &lang, corpus, &mut rng, dense);
             users.push(user);
             messages.push(RwLock::new(msgs));
         }
@@ -477,8 +488,14 @@ fn make_history(
     lang: &str,
     corpus: &'static [Conversation],
     rng: &mut ChaCha8Rng,
+    dense: bool,
 ) -> Vec<StoredMessage> {
-    let mean = cfg.sessions_per_user.max(0.0);
+    let mean = if dense {
+        cfg.dense_sessions_per_user
+    } else {
+        cfg.sessions_per_user
+    }
+    .max(0.0);
     let sessions = rng.random_range(0.0..=(2.0 * mean)).round() as u32;
     let mut out = Vec::new();
     for _ in 0..sessions {

@@ -108,6 +108,10 @@ pub struct SandboxConfig {
     /// Capacity mode: work on this many requests at once, queue past it, answer 429 past
     /// twice it (`sandbox::capacity`).
     pub capacity: Option<usize>,
+    /// The longest `end_date - start_date` answered, ms; longer ranges (or a blank
+    /// `start_date`) get 400/1003, as an API with an undocumented range limit might answer
+    /// (`--max-range`; README, "Adaptive windows").
+    pub max_range_ms: Option<i64>,
 }
 
 impl Default for SandboxConfig {
@@ -129,6 +133,7 @@ impl Default for SandboxConfig {
             order: PageOrder::OldestFirst,
             shift: None,
             capacity: None,
+            max_range_ms: None,
         }
     }
 }
@@ -694,6 +699,15 @@ async fn conversations_handler(
             1003,
             "INVALID_INPUT_DATE_VALUE",
             "end_date must be greater than start_date",
+        );
+    }
+    if let Some(max) = s.config.max_range_ms
+        && start.is_none_or(|st| end - st > max)
+    {
+        return reject(
+            1003,
+            "INVALID_INPUT_DATE_VALUE",
+            "the date range is too long",
         );
     }
     let page = match q.get("page_number").map(|p| p.trim().parse::<i64>()) {

@@ -261,7 +261,7 @@ fn listed_users_are_a_sorted_union_with_the_first_listing_winning() {
     );
     assert_eq!(st.listed_user("z").unwrap(), None);
     // Cells: every user from 5 to 3 windows of 10 -> [5,10), [10,20), [20,25).
-    let stats = st.listed_stats(25, 10).unwrap();
+    let stats = st.listed_stats(25, crate::grid::Grid::epoch(10)).unwrap();
     assert_eq!(
         stats,
         ListedStats {

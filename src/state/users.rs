@@ -4,6 +4,8 @@
 
 use std::sync::Mutex;
 
+use crate::grid::Grid;
+
 use super::*;
 
 /// Listed users inserted per transaction.
@@ -23,7 +25,7 @@ pub struct ListedRow {
     pub from_ms: i64,
 }
 
-/// Totals over the listed users, for a plan ending at `until_ms` in windows of `window_ms`.
+/// Totals over the listed users, for a plan ending at `until_ms` in windows on a [`Grid`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListedStats {
     /// Users listed.
@@ -157,18 +159,21 @@ impl StateStore {
     }
 
     /// Users listed, cells and the earliest range start for a plan ending at `until_ms` with
-    /// windows of `window_ms` on the UTC grid (`plan`).
+    /// windows on `grid` (`plan`).
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn listed_stats(&self, until_ms: i64, window_ms: i64) -> Result<ListedStats, StateError> {
+    pub fn listed_stats(&self, until_ms: i64, grid: Grid) -> Result<ListedStats, StateError> {
+        // A window's index is (t - origin + step) / step: both operands are non-negative
+        // (t >= 0, origin < step), so SQLite's truncating division is the floor.
         self.conn
             .query_row(
                 "SELECT COUNT(*), COUNT(CASE WHEN from_ms < ?1 THEN 1 END),
-                   COALESCE(SUM(CASE WHEN from_ms < ?1 THEN (?1 - 1) / ?2 - from_ms / ?2 + 1 ELSE 0 END), 0),
+                   COALESCE(SUM(CASE WHEN from_ms < ?1
+                     THEN (?1 - 1 - ?3 + ?2) / ?2 - (from_ms - ?3 + ?2) / ?2 + 1 ELSE 0 END), 0),
                    MIN(CASE WHEN from_ms < ?1 THEN from_ms END)
                  FROM listed_users",
-                params![until_ms, window_ms.max(1)],
+                params![until_ms, grid.step_ms(), grid.origin_ms()],
                 |r| {
                     Ok(ListedStats {
                         users: r.get::<_, i64>(0)? as u64,

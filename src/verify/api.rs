@@ -3,7 +3,7 @@
 //! the rows the output holds for the same user and window.
 //!
 //! Which cells: the users of the state's users table, each within the user bounds of the
-//! ledger's `messages`/`dead_letter` files, in the windows (`window_ms`, aligned as the run
+//! ledger's `messages`/`dead_letter` files, in the windows (the run's grid, aligned as the run
 //! aligns them) that intersect those files' time spans, clipped to them and, for an
 //! incremental user, to the watermark range. N of them are picked by reservoir sampling with a
 //! seeded RNG (`--seed`): the same state and seed pick the same cells. Limit: the ledger keeps
@@ -20,9 +20,11 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{Check, Finding, Findings, read};
+use crate::engati::cell_read::{self, ReadSpec};
 use crate::engati::client::Client;
-use crate::engati::conversations::{self, PageEvent, PagingError};
+use crate::engati::conversations::{PageEvent, PagingError};
 use crate::engati::error::RequestError;
+use crate::grid::Grid;
 use crate::model::Window;
 use crate::normalize::PageNormalizer;
 use crate::schema::{self, MessageBatchBuilder, RowContext};
@@ -41,10 +43,10 @@ pub struct ApiCheck {
     pub client: Client,
     /// Row context: provider, customer id and bot key (the ids depend on the bot key).
     pub cx: RowContext,
-    /// The pipeline's window length, ms.
-    pub window_ms: i64,
-    /// Messages per request.
-    pub page_size: u32,
+    /// The pipeline's window grid (cells are picked on it, as the run cut them).
+    pub grid: Grid,
+    /// How the pipeline reads a cell (page size; adaptive windows).
+    pub read: ReadSpec,
     /// Cells to compare.
     pub sample: usize,
     /// RNG seed of the pick.
@@ -69,7 +71,7 @@ pub struct Cell {
 pub fn pick_cells(
     st: &StateStore,
     ledger: &[LedgerFile],
-    window_ms: i64,
+    grid: Grid,
     sample: usize,
     seed: u64,
 ) -> Result<Vec<Cell>, StateError> {
@@ -92,7 +94,7 @@ pub fn pick_cells(
         for u in &page {
             let id = &u.user.channel_user_id;
             let clip = marks.get(id).copied().unwrap_or((i64::MIN, i64::MAX));
-            for cell in user_cells(id, &data, window_ms, clip) {
+            for cell in user_cells(id, &data, grid, clip) {
                 // Reservoir sampling: each cell kept with probability sample / seen.
                 seen += 1;
                 if picked.len() < sample {
@@ -112,7 +114,7 @@ pub fn pick_cells(
 
 /// A user's cells: aligned windows intersecting the spans of the files whose user bounds hold
 /// the user, clipped to those spans and to `clip`.
-fn user_cells(user: &str, data: &[&LedgerFile], window_ms: i64, clip: (i64, i64)) -> Vec<Cell> {
+fn user_cells(user: &str, data: &[&LedgerFile], grid: Grid, clip: (i64, i64)) -> Vec<Cell> {
     let mut cells = BTreeSet::new();
     for f in data {
         let r = &f.record;
@@ -120,10 +122,10 @@ fn user_cells(user: &str, data: &[&LedgerFile], window_ms: i64, clip: (i64, i64)
             continue;
         }
         let (lo, hi) = (r.min_ms.max(clip.0), r.max_ms.min(clip.1));
-        let mut w = lo.div_euclid(window_ms.max(1)) * window_ms.max(1);
-        while w < hi {
-            cells.insert((w.max(lo), (w + window_ms).min(hi)));
-            w += window_ms.max(1);
+        let mut w = grid.window_of(lo);
+        while w.start_ms < hi {
+            cells.insert((w.start_ms.max(lo), w.end_ms.min(hi)));
+            w = grid.window_of(w.end_ms);
         }
     }
     cells
@@ -147,33 +149,31 @@ pub async fn api_ids(check: &ApiCheck, cell: &Cell) -> Result<BTreeSet<String>, 
         end_ms: cell.end_ms,
     };
     let user: Arc<str> = cell.user.as_str().into();
-    let mut pages = conversations::pages(
-        check.client.clone(),
-        user.clone(),
-        window,
-        check.page_size,
-        false,
-    );
+    let read = ReadSpec {
+        double_read: false,
+        ..check.read.clone()
+    };
+    let mut pages = cell_read::cell_pages(check.client.clone(), user.clone(), window, &read);
     let mut norm = PageNormalizer::for_cell(&check.cx, user, None, window);
     let mut builder = MessageBatchBuilder::with_capacity(0, 0);
-    let (mut ids, mut rejects) = (BTreeSet::new(), Vec::new());
+    let (mut ids, mut rejects, mut held) = (BTreeSet::new(), Vec::new(), Vec::new());
     while let Some(event) = pages.next().await {
         match event? {
-            PageEvent::Page(page) => {
-                let body = std::str::from_utf8(&page.body).unwrap_or_default();
-                norm.page(body, &page.spans, page.number, &mut builder, &mut rejects);
-                let batch = builder.finish();
-                if let Some(col) = batch.column_by_name(schema::MESSAGE_ID) {
-                    let col = col.as_string::<i32>();
-                    ids.extend((0..col.len()).map(|i| col.value(i).to_owned()));
+            // Pages are data once their read (or piece) is verified, as in a run.
+            PageEvent::Page(page) => held.push(page),
+            PageEvent::Reread(_) => held.clear(),
+            PageEvent::Checked => {}
+            PageEvent::Verified => {
+                for page in held.drain(..) {
+                    let body = std::str::from_utf8(&page.body).unwrap_or_default();
+                    norm.page(body, &page.spans, page.number, &mut builder, &mut rejects);
+                    let batch = builder.finish();
+                    if let Some(col) = batch.column_by_name(schema::MESSAGE_ID) {
+                        let col = col.as_string::<i32>();
+                        ids.extend((0..col.len()).map(|i| col.value(i).to_owned()));
+                    }
                 }
             }
-            PageEvent::Reread(_) => {
-                ids.clear();
-                norm = PageNormalizer::for_cell(&check.cx, cell.user.as_str().into(), None, window);
-            }
-            PageEvent::Checked => {}
-            PageEvent::Verified => break,
         }
     }
     Ok(ids)
