@@ -21,7 +21,7 @@ use crate::plan::estimate::{self, Bound, Counted, Estimate, Limits, human_durati
 use crate::plan::{Mode, Plan, sample};
 use crate::report::human_bytes;
 use crate::state::{ListedReader, ListedStats, StateStore};
-use crate::time::{format_duration_ms, rfc3339_ms};
+use crate::time::rfc3339_ms;
 
 /// What `plan --json` prints.
 #[derive(Debug, Serialize)]
@@ -114,7 +114,7 @@ pub async fn plan(a: PlanArgs) -> Result<ExitCode, Error> {
         shard: spec.shard.map(|s| s.to_string()),
         since: rfc3339_ms(plan.earliest_ms.unwrap_or(plan.until_ms)),
         until: rfc3339_ms(plan.until_ms),
-        window: format_duration_ms(spec.range.window_ms),
+        window: spec.range.window_text(),
         page_size: spec.source.page_size,
         limits,
         users: stats.users,

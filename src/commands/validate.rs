@@ -77,7 +77,7 @@ fn describe(s: &RunSpec) -> String {
         s.source.provider,
         rfc3339_ms(s.range.mode.start_ms()),
         rfc3339_ms(s.range.mode.until_ms()),
-        crate::time::format_duration_ms(s.range.window_ms),
+        s.range.window_text(),
         s.output.format_label()
     )
 }

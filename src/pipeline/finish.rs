@@ -267,7 +267,7 @@ pub fn report_options(spec: &RunSpec) -> ReportOptions {
         mode: mode.into(),
         since: rfc3339_ms(spec.range.mode.start_ms()),
         until: rfc3339_ms(spec.range.mode.until_ms()),
-        window: format_duration_ms(spec.range.window_ms),
+        window: spec.range.window_text(),
         lookback,
         page_size: s.page_size,
         concurrency: if s.client.adaptive {

@@ -160,7 +160,10 @@ struct ParamsForResume<'a> {
     users: String,
     mode: String,
     window_ms: i64,
-    windowing: String,
+    /// `auto` for adaptive windows; absent for fixed ones, so a run interrupted before
+    /// adaptive windows existed still resumes with the same parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    windowing: Option<&'static str>,
     page_size: u32,
     checkpoint_users: usize,
     format: &'a str,
@@ -184,7 +187,7 @@ fn params(spec: &RunSpec) -> (String, String) {
         },
         mode: format!("{:?}", spec.range.mode),
         window_ms: spec.range.window_ms,
-        windowing: format!("{:?}", spec.range.windowing),
+        windowing: (spec.range.windowing == crate::plan::Windowing::Auto).then_some("auto"),
         page_size: s.page_size,
         checkpoint_users: spec.tuning.checkpoint_users,
         format: spec.output.format_key(),

@@ -97,6 +97,16 @@ pub struct RangeSpec {
 }
 
 impl RangeSpec {
+    /// The windows as people write them: `1d`, or `auto up to 31d` (reports, `plan`,
+    /// `validate`).
+    pub fn window_text(&self) -> String {
+        let len = crate::time::format_duration_ms(self.window_ms);
+        match self.windowing {
+            Windowing::Fixed => len,
+            Windowing::Auto => format!("auto up to {len}"),
+        }
+    }
+
     /// The run's window grid: the epoch grid of `window_ms` for fixed windows, the grid of
     /// `max_window` anchored at the range's start for adaptive ones.
     pub fn grid(&self) -> Grid {
