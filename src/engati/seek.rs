@@ -30,6 +30,7 @@
 //! pipeline hands its pages on and goes on with the cell), so a cell of any size holds at most
 //! one piece's pages.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -139,6 +140,9 @@ pub struct SeekPages<F> {
     start_inclusive: bool,
     /// Pages yielded so far (their `number`).
     yielded: u32,
+    /// Content hashes of the messages kept whose time cannot be read (they may come back in
+    /// the next, overlapping request; each is kept once).
+    unreadable: HashSet<u64>,
     step: Step<F>,
 }
 
@@ -159,6 +163,7 @@ pub fn seek_pages<F: FetchPage>(
         page_size: page_size.max(1),
         shared,
         yielded: 0,
+        unreadable: HashSet::new(),
         step: Step::Ask,
     }
 }
@@ -237,7 +242,7 @@ impl<F: FetchPage> SeekPages<F> {
                     self.step = Step::Offset { pages, end_ms };
                     match event {
                         Some(Ok(PageEvent::Page(p))) => {
-                            let page = self.keep(p, self.cursor, end_ms);
+                            let page = self.keep(p, self.cursor, end_ms, false);
                             return Some(Ok(PageEvent::Page(page)));
                         }
                         Some(Ok(PageEvent::Verified)) | None => {
@@ -313,7 +318,7 @@ impl<F: FetchPage> SeekPages<F> {
                 return Ok(None);
             }
         };
-        let page = self.keep(page, self.cursor, keep_until);
+        let page = self.keep(page, self.cursor, keep_until, true);
         self.cursor = next_cursor;
         self.step = Step::Settle;
         Ok(Some(page))
@@ -321,17 +326,67 @@ impl<F: FetchPage> SeekPages<F> {
 
     /// The page with only the messages in `[from, until)` where those bounds are inside the
     /// cell (at the cell's own edges every message stays, for the normalizer to judge), and
-    /// the next page number.
-    fn keep(&mut self, mut page: Page, from: i64, until: i64) -> Page {
+    /// the next page number. `ordered`: the page's readable times ascend, so only its ends
+    /// need reading (a page read by offsets is filtered whole).
+    ///
+    /// A message whose time cannot be read stays, for the normalizer to reject, unless the
+    /// same raw message was already kept in this cell from an overlap (it can come back on the
+    /// next request, where pages overlap): each is dead-lettered once.
+    fn keep(&mut self, mut page: Page, from: i64, until: i64, ordered: bool) -> Page {
         let lo = (from > self.window.start_ms).then_some(from);
         let hi = (until < self.window.end_ms).then_some(until);
-        if lo.is_some() || hi.is_some() {
-            page.spans.retain(|s| {
-                let t = message_time(&page.body, s.clone());
-                // A message whose time cannot be read stays: the normalizer rejects it.
-                t.is_none_or(|t| lo.is_none_or(|lo| t >= lo) && hi.is_none_or(|hi| t < hi))
-            });
+        let n = page.spans.len();
+        let whole = !ordered || !self.unreadable.is_empty();
+        if !whole && lo.is_none() && hi.is_none() {
+            // The whole cell in one page: nothing overlaps it.
+            self.yielded += 1;
+            page.number = self.yielded;
+            return page;
         }
+        let mut keep = vec![true; n];
+        let seen = &mut self.unreadable;
+        // `Some(inside)` for a readable message; for an unreadable one, `None`, and it stays
+        // only the first time the cell meets it.
+        let mut judge_at = |k: usize, keep: &mut [bool]| -> Option<i64> {
+            let span = page.spans[k].clone();
+            let t = message_time(&page.body, span.clone());
+            if t.is_none() {
+                let raw = page.body.get(span).unwrap_or_default();
+                keep[k] = seen.insert(xxhash_rust::xxh3::xxh3_64(raw));
+            }
+            t
+        };
+        if whole {
+            for k in 0..n {
+                if let Some(t) = judge_at(k, &mut keep) {
+                    keep[k] = lo.is_none_or(|lo| t >= lo) && hi.is_none_or(|hi| t < hi);
+                }
+            }
+        } else {
+            // Times ascend: drop leading messages before `lo` and trailing ones at or after
+            // `hi`, reading only up to the first readable message inside on each side.
+            let mut head = 0;
+            while head < n {
+                match judge_at(head, &mut keep) {
+                    Some(t) if lo.is_some_and(|lo| t < lo) => keep[head] = false,
+                    Some(_) => break,
+                    None => {}
+                }
+                head += 1;
+            }
+            for k in (head + 1..n).rev() {
+                match judge_at(k, &mut keep) {
+                    Some(t) if hi.is_some_and(|hi| t >= hi) => keep[k] = false,
+                    Some(_) => break,
+                    None => {}
+                }
+            }
+        }
+        let mut k = 0;
+        page.spans.retain(|_| {
+            k += 1;
+            keep[k - 1]
+        });
         self.yielded += 1;
         page.number = self.yielded;
         page

@@ -17,6 +17,8 @@ struct Canned {
     end_inclusive: bool,
     newest_first: bool,
     max_range_ms: Option<i64>,
+    /// Messages whose timestamp is sent as garbage (the server still orders them by time).
+    unreadable: Arc<Vec<usize>>,
     seen: Arc<Mutex<Vec<PageRequest>>>,
 }
 
@@ -28,6 +30,7 @@ fn canned(mut times: Vec<i64>) -> Canned {
         end_inclusive: false,
         newest_first: false,
         max_range_ms: None,
+        unreadable: Arc::default(),
         seen: Arc::default(),
     }
 }
@@ -71,13 +74,18 @@ impl FetchPage for Canned {
             let size = req.page_size as usize;
             let from = ((req.page_number as usize - 1) * size).min(ids.len());
             let to = (from + size).min(ids.len());
-            Ok(page_of(req.page_number, &ids[from..to], &self.msgs))
+            Ok(page_of(
+                req.page_number,
+                &ids[from..to],
+                &self.msgs,
+                &self.unreadable,
+            ))
         };
         async move { result }
     }
 }
 
-fn page_of(number: u32, ids: &[usize], times: &[i64]) -> Page {
+fn page_of(number: u32, ids: &[usize], times: &[i64], unreadable: &[usize]) -> Page {
     let mut body = String::from("{\"conversations\":[");
     let mut spans = Vec::new();
     for (k, &i) in ids.iter().enumerate() {
@@ -85,9 +93,13 @@ fn page_of(number: u32, ids: &[usize], times: &[i64]) -> Page {
             body.push(',');
         }
         let s = body.len();
+        let ts = if unreadable.contains(&i) {
+            "\"garbage\"".to_owned()
+        } else {
+            times[i].to_string()
+        };
         body.push_str(&format!(
-            "{{\"sender\":\"user\",\"response\":\"m{i}\",\"timestamp\":{}}}",
-            times[i]
+            "{{\"sender\":\"user\",\"response\":\"m{i}\",\"timestamp\":{ts}}}"
         ));
         spans.push(s..body.len());
     }
@@ -115,7 +127,8 @@ fn read(c: &Canned, window: Window, page_size: u32, shared: &Arc<AdaptiveWindows
             match e.unwrap() {
                 PageEvent::Page(p) => {
                     for span in &p.spans {
-                        let t = message_time(&p.body, span.clone()).unwrap();
+                        // An unreadable time is the normalizer's to reject: counted here.
+                        let t = message_time(&p.body, span.clone()).unwrap_or(window.start_ms);
                         if window.contains(t) {
                             let raw = std::str::from_utf8(&p.body[span.clone()]).unwrap();
                             let id = raw.split("\"m").nth(1).unwrap().split('"').next().unwrap();
@@ -275,4 +288,31 @@ fn a_400_for_a_short_range_is_an_error() {
         "{err}"
     );
     assert_eq!(shared.report().span_ms, MIN_SPAN_MS);
+}
+
+#[test]
+fn messages_with_unreadable_times_come_out_once_even_where_pages_overlap() {
+    let mut times = spread(1_000, T0 + DAY, 300 * DAY);
+    // Bursts of one millisecond so that unreadable messages sit at page boundaries too.
+    times.extend(std::iter::repeat_n(T0 + 50 * DAY, 12));
+    times.extend(std::iter::repeat_n(T0 + 51 * DAY, 12));
+    let mut c = canned(times);
+    c.unreadable = Arc::new(
+        (0..c.msgs.len())
+            .filter(|i| i % 37 == 0 || (40..52).contains(i))
+            .collect(),
+    );
+    for page_size in [7, 20, 100] {
+        let shared = AdaptiveWindows::new(365 * DAY);
+        let mut got = read(&c, YEAR, page_size, &shared);
+        let n = got.len();
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(
+            got.len(),
+            n,
+            "page size {page_size}: a message came out twice"
+        );
+        assert_eq!(got, expected(&c, YEAR), "page size {page_size}");
+    }
 }
