@@ -119,8 +119,9 @@ max_rps). It writes nothing and takes no lock; the requests it made are reported
     #[command(subcommand)]
     Send(crate::send::args::SendCmd),
     /// Prove a local Parquet/JSONL output complete and consistent with its state: ledger files
-    /// present with their size and rows, no stray or staged files, no message_id twice, rows
-    /// per partition and run, watermark coverage; optionally sampled cells against the API.
+    /// present with their size, checksum and rows, no stray or staged files, no message_id
+    /// twice, rows per partition and run, watermark coverage; optionally sampled cells against
+    /// the API.
     #[command(after_help = "Examples:
   engati-etl verify pipelines/nightly.toml
   engati-etl verify --out out/feedback --json

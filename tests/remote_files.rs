@@ -102,6 +102,39 @@ fn live(root: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// Every live object's manifest record carries the xxh3-128 of the object's bytes, and the
+/// ledger of `state` (rebuilt from the manifests where it did not write them) the same.
+fn assert_checksums(root: &Path, state: &Path) {
+    let sum = |rel: &str| {
+        let bytes = std::fs::read(root.join(rel)).unwrap();
+        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes))
+    };
+    let live = live(root);
+    let ms = manifests(root);
+    for f in ms.iter().flat_map(|m| m["adds"].as_array().unwrap()) {
+        let path = f["path"].as_str().unwrap();
+        if live.contains(path) {
+            assert_eq!(f["checksum"].as_str(), Some(sum(path).as_str()), "{path}");
+        }
+    }
+    let db = rusqlite::Connection::open(state.join("state.sqlite3")).unwrap();
+    let mut st = db.prepare("SELECT path, checksum FROM files").unwrap();
+    let rows: Vec<(String, Option<String>)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!rows.is_empty());
+    for (path, checksum) in rows {
+        assert_eq!(
+            checksum,
+            Some(sum(&path)),
+            "ledger of {}: {path}",
+            state.display()
+        );
+    }
+}
+
 /// Data objects in the store (messages, dead letters, users).
 fn data_objects(root: &Path) -> BTreeSet<String> {
     let mut all = objects_under(root, "messages");
@@ -232,6 +265,7 @@ async fn exports_equal_the_sandbox_and_reruns_replace(t: &Target, format: &str) 
             > 0
     );
     assert_no_orphans(&t.root, "after an overlapping export");
+    assert_checksums(&t.root, &t.state("c"));
     // The users table: every user exported so far, once, in the one live users file.
     let users_files: Vec<String> = live(&t.root)
         .into_iter()

@@ -1,5 +1,5 @@
 //! `verify`: a clean export verifies (exit 0); each deliberate corruption is found with exit 1
-//! and the right finding; `--against-api` sees a message the output lost; unsupported outputs
+//! and the right finding (a same-size, same-rows rewrite by its checksum); `--against-api` sees a message the output lost; unsupported outputs
 //! are refused with exit 2.
 
 use std::path::{Path, PathBuf};
@@ -211,8 +211,8 @@ async fn against_api_finds_a_message_the_output_lost() {
         "{report:#}"
     );
 
-    // A message deleted from a file, the ledger told of the new size and rows (so the files
-    // check passes; the API check finds the message and names it).
+    // A message deleted from a file, the ledger told of the new size and rows, its checksum
+    // forgotten (so the files check passes; the API check finds the message and names it).
     let victim = messages_files(&out, ".jsonl")[0].clone();
     let lines = json_lines(&victim);
     let gone = lines[0].clone();
@@ -224,7 +224,7 @@ async fn against_api_finds_a_message_the_output_lost() {
     std::fs::write(&victim, &text_).unwrap();
     let db = rusqlite::Connection::open(out.join("_state/state.sqlite3")).unwrap();
     db.execute(
-        "UPDATE files SET rows = rows - 1, bytes = ?2 WHERE path = ?1",
+        "UPDATE files SET rows = rows - 1, bytes = ?2, checksum = NULL WHERE path = ?1",
         rusqlite::params![rel(&out, &victim), text_.len() as i64],
     )
     .unwrap();
@@ -243,6 +243,105 @@ async fn against_api_finds_a_message_the_output_lost() {
         "{report:#}"
     );
     assert!(found(&report, "missing_file").is_empty(), "{report:#}");
+    assert!(found(&report, "checksum_mismatch").is_empty(), "{report:#}");
+}
+
+/// Replaces one ASCII letter or digit at the start of a `content` value of `file` (JSONL) with
+/// another: the same bytes, lines and `message_id`s, other content. Returns the line changed.
+fn rewrite_one_character(file: &Path) -> usize {
+    let mut bytes = std::fs::read(file).unwrap();
+    let key = b"\"content\":\"";
+    let mut line = 0;
+    for i in 0..bytes.len().saturating_sub(key.len()) {
+        if bytes[i] == b'\n' {
+            line += 1;
+        }
+        if &bytes[i..i + key.len()] != key {
+            continue;
+        }
+        let at = i + key.len();
+        let c = bytes[at];
+        if c.is_ascii_alphanumeric() {
+            bytes[at] = if c == b'x' { b'y' } else { b'x' };
+            std::fs::write(file, &bytes).unwrap();
+            return line;
+        }
+    }
+    panic!(
+        "no content value starting with a letter or digit in {}",
+        file.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rewritten_with_the_same_size_and_rows_is_found_by_its_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = exported(dir.path(), &["--format", "jsonl"]).await;
+    let (code, report) = verify(&clean).await;
+    assert_eq!(code, Some(0), "{report:#}");
+    let t = &report["totals"];
+    assert_eq!(t["checksums_checked"], t["ledger_files"], "{report:#}");
+    assert_eq!(t["files_without_checksum"], 0, "{report:#}");
+    assert!(found(&report, "no_checksum").is_empty(), "{report:#}");
+
+    let out = dir.path().join("rewritten");
+    copy_dir(&clean, &out);
+    let victim = messages_files(&out, ".jsonl")[0].clone();
+    let (size, lines) = (
+        std::fs::metadata(&victim).unwrap().len(),
+        json_lines(&victim),
+    );
+    let line = rewrite_one_character(&victim);
+    let after = json_lines(&victim);
+    assert_eq!(std::fs::metadata(&victim).unwrap().len(), size);
+    assert_eq!(after.len(), lines.len());
+    assert_ne!(after[line]["content"], lines[line]["content"]);
+    assert_eq!(after[line]["message_id"], lines[line]["message_id"]);
+
+    let path = rel(&out, &victim);
+    let db = rusqlite::Connection::open(out.join("_state/state.sqlite3")).unwrap();
+    let recorded: String = db
+        .query_row("SELECT checksum FROM files WHERE path = ?1", [&path], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    drop(db);
+    let actual = format!(
+        "{:032x}",
+        xxhash_rust::xxh3::xxh3_128(&std::fs::read(&victim).unwrap())
+    );
+    assert_ne!(recorded, actual);
+    let (code, report) = verify(&out).await;
+    assert_eq!(code, Some(1), "{report:#}");
+    let f = found(&report, "checksum_mismatch");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0]["path"], path);
+    assert_eq!(f[0]["severity"], "error");
+    let detail = f[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&recorded) && detail.contains(&actual),
+        "{detail}"
+    );
+    // Nothing else tells: the size, the rows and the ids are right.
+    let errors: Vec<_> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{report:#}");
+
+    // The same file in a ledger an older version wrote (no checksum): not compared, a warning.
+    let db = rusqlite::Connection::open(out.join("_state/state.sqlite3")).unwrap();
+    db.execute("UPDATE files SET checksum = NULL WHERE path = ?1", [&path])
+        .unwrap();
+    drop(db);
+    let (code, report) = verify(&out).await;
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["totals"]["files_without_checksum"], 1, "{report:#}");
+    let w = found(&report, "no_checksum");
+    assert_eq!(w.len(), 1, "{report:#}");
+    assert_eq!(w[0]["severity"], "warning");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,6 +399,9 @@ async fn a_window_dropped_after_later_runs_is_found_by_the_balance() {
     }
     let (code, report) = verify(&out).await;
     assert_eq!(code, Some(0), "{report:#}");
+    // Every file of both runs has its checksum, and it is right.
+    let t = &report["totals"];
+    assert_eq!(t["checksums_checked"], t["ledger_files"], "{report:#}");
     // The first run's 08-02 dropped with its ledger rows: a later run exists, so the per-run
     // check cannot tell; the balance of the reports can.
     std::fs::remove_dir_all(out.join("messages/date=2026-08-02")).unwrap();

@@ -492,8 +492,7 @@ impl DeltaSink {
         );
         let staged = self.staging.join(&path);
         super::durable::create_dir(staged.parent().unwrap_or(&self.staging))?;
-        let (rows, bytes) =
-            supersede::rewrite_parquet(&local, &staged, &self.spec.encoding, &drop)?;
+        let (rows, done) = supersede::rewrite_parquet(&local, &staged, &self.spec.encoding, &drop)?;
         let _ = std::fs::remove_file(&local);
         let date = f.partition.get(DATE).cloned().flatten().unwrap_or_default();
         out.remnants.push(Upload {
@@ -501,7 +500,7 @@ impl DeltaSink {
             path,
             date,
             rows,
-            bytes,
+            bytes: done.bytes,
             bounds: f.bounds.clone(),
         });
         out.removes.push(f);

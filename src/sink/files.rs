@@ -35,7 +35,7 @@ use super::{
 use crate::model::Window;
 use crate::privacy::Privacy;
 use crate::schema::{RowContext, messages_schema};
-use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore};
+use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, StateStore, checksum};
 use crate::time::DAY_MS;
 
 pub use super::partitions::MAX_PENDING_BYTES;
@@ -137,6 +137,7 @@ impl FilesSink {
             path: final_name(format!("_dead_letter/{stem}.jsonl"), tag),
             rows: dead.rows,
             bytes: dead.lines.len() as u64,
+            checksum: checksum::of_bytes(&dead.lines),
             bounds: None,
         })
     }
@@ -372,6 +373,7 @@ impl Bounds {
             max_ms,
             rows: f.rows,
             bytes: f.bytes,
+            checksum: Some(f.checksum.clone()),
         }
     }
 }

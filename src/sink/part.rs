@@ -1,5 +1,7 @@
 //! One output file being written: Parquet (zstd) or JSONL (optionally gzip), staged under a
 //! hidden temporary name, fsynced on close. Rotation and naming are the caller's (`files`).
+//! The bytes are counted and hashed on their way to the file ([`Counting`]), so the ledger's
+//! size and checksum of a file cost no second read of it.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -16,6 +18,7 @@ use parquet::schema::types::ColumnPath;
 
 use super::SinkError;
 use crate::schema;
+use crate::state::checksum;
 
 /// Output file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -98,16 +101,45 @@ impl Encoding {
     }
 }
 
-/// A `Write` that counts the bytes that reach the file.
+/// A `Write` that counts and hashes ([`checksum`]) the bytes that reach the file: every
+/// writer of a data file (Parquet's too: it only appends) writes through one.
 pub struct Counting<W> {
     inner: W,
     count: u64,
+    hash: checksum::Hasher,
+}
+
+impl<W: Write> Counting<W> {
+    /// Counts and hashes what is written to `inner`.
+    pub fn new(inner: W) -> Self {
+        Counting {
+            inner,
+            count: 0,
+            hash: checksum::Hasher::new(),
+        }
+    }
+
+    /// The writer, the bytes written and their checksum.
+    pub fn into_parts(self) -> (W, u64, String) {
+        let hex = self.hash.hex();
+        (self.inner, self.count, hex)
+    }
+}
+
+/// A file finished: its size and checksum, as the ledger records them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// xxh3-128 of those bytes ([`checksum`]).
+    pub checksum: String,
 }
 
 impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.count += n as u64;
+        self.hash.update(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -197,10 +229,7 @@ impl PartWriter {
             path: path.to_owned(),
             source,
         })?;
-        let out = Counting {
-            inner: BufWriter::with_capacity(64 * 1024, file),
-            count: 0,
-        };
+        let out = Counting::new(BufWriter::with_capacity(64 * 1024, file));
         let json_schema = (enc.format == Format::Jsonl).then(|| json_schema(&schema));
         let kind = match (enc.format, enc.gzip) {
             (Format::Parquet, _) => Kind::Parquet(
@@ -275,11 +304,12 @@ impl PartWriter {
         &self.path
     }
 
-    /// Finishes the file (Parquet footer, gzip trailer), flushes and fsyncs it. Returns bytes.
+    /// Finishes the file (Parquet footer, gzip trailer), flushes and fsyncs it. Returns its
+    /// size and checksum.
     ///
     /// # Errors
     /// [`SinkError`] for encoding or I/O failures.
-    pub fn finish(self) -> Result<u64, SinkError> {
+    pub fn finish(self) -> Result<Finished, SinkError> {
         let path = self.path;
         let io = |source| SinkError::Io {
             action: "writing",
@@ -297,10 +327,10 @@ impl PartWriter {
                 w.into_inner().finish().map_err(io)?
             }
         };
-        let count = out.count;
-        let file = out.inner.into_inner().map_err(|e| io(e.into_error()))?;
+        let (buf, bytes, checksum) = out.into_parts();
+        let file = buf.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
-        Ok(count)
+        Ok(Finished { bytes, checksum })
     }
 
     /// Abandons the file and deletes it.
@@ -317,4 +347,42 @@ impl PartWriter {
 /// Arrow errors (none expected for our schemas).
 pub fn json_ready(batch: &RecordBatch) -> Result<RecordBatch, arrow_schema::ArrowError> {
     for_json(batch, &json_schema(&batch.schema()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, Int64Array, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    #[test]
+    fn the_checksum_hashed_while_writing_is_the_files() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let n: ArrayRef = Arc::new(Int64Array::from_iter_values(0..5000));
+        let s: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..5000).map(|i| format!("row {i}")),
+        ));
+        let batch = RecordBatch::try_new(schema.clone(), vec![n, s]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for (format, gzip) in [
+            (Format::Parquet, false),
+            (Format::Jsonl, false),
+            (Format::Jsonl, true),
+        ] {
+            let enc = Encoding::new(format, gzip, 3, 1 << 16, 6).unwrap();
+            let path = dir.path().join(format!("f.{}", enc.extension()));
+            let mut w = PartWriter::create(&path, &enc, schema.clone()).unwrap();
+            for _ in 0..3 {
+                w.write(&batch).unwrap();
+                w.flush_row_group().unwrap();
+            }
+            let done = w.finish().unwrap();
+            let on_disk = std::fs::read(&path).unwrap();
+            assert_eq!(done.bytes, on_disk.len() as u64, "{path:?}");
+            assert_eq!(done.checksum, checksum::of_bytes(&on_disk), "{path:?}");
+        }
+    }
 }

@@ -24,6 +24,8 @@ pub struct StagedFile {
     pub rows: u64,
     /// Bytes on disk.
     pub bytes: u64,
+    /// xxh3-128 of its bytes (`state::checksum`), for the ledger.
+    pub checksum: String,
     /// Exact bounds of its users and times, when asked for ([`RotatingWriter::with_stats`]).
     pub bounds: Option<RowBounds>,
 }
@@ -264,13 +266,14 @@ impl RotatingWriter {
             return Ok(());
         };
         let rows = w.rows();
-        let bytes = w.finish()?;
+        let done = w.finish()?;
         self.seq += 1;
         self.done.push(StagedFile {
             staged,
             path,
             rows,
-            bytes,
+            bytes: done.bytes,
+            checksum: done.checksum,
             bounds: self.bounds.take(),
         });
         Ok(())
@@ -332,8 +335,11 @@ mod tests {
         assert_eq!(files[0].staged, "p/.part-u-000.jsonl.run1.tmp");
         assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), 500);
         for f in &files {
-            let on_disk = std::fs::metadata(dir.path().join(&f.staged)).unwrap().len();
-            assert_eq!(on_disk, f.bytes);
+            let on_disk = dir.path().join(&f.staged);
+            assert_eq!(std::fs::metadata(&on_disk).unwrap().len(), f.bytes);
+            // Hashed as written: the same as hashing the file afterwards.
+            let sum = crate::state::checksum::of_file(&on_disk).unwrap();
+            assert_eq!(sum, f.checksum);
             assert!(f.rows > 0);
         }
     }

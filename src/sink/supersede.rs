@@ -22,7 +22,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Deserialize;
 
 use super::SinkError;
-use super::part::{Encoding, PartWriter};
+use super::part::{Counting, Encoding, Finished, PartWriter};
 use crate::model::Window;
 use crate::schema;
 use crate::state::FileRecord;
@@ -78,7 +78,7 @@ pub fn replace(
         }
         let (staged, fin) = remnant_name(&f);
         let staged_abs = out_dir.join(&staged);
-        let (rows, bytes) = if f.path.ends_with(".parquet") {
+        let (rows, done) = if f.path.ends_with(".parquet") {
             rewrite_parquet(&abs, &staged_abs, enc, &drop)?
         } else {
             rewrite_lines(&abs, &staged_abs, &drop)?
@@ -93,7 +93,9 @@ pub fn replace(
                     format!("remnant:{}", f.unit_key)
                 },
                 rows,
-                bytes,
+                bytes: done.bytes,
+                // The remnant's own bytes, not the replaced file's.
+                checksum: Some(done.checksum),
                 ..f.clone()
             },
         ));
@@ -223,7 +225,7 @@ pub(super) fn rewrite_parquet(
     dst: &Path,
     enc: &Encoding,
     drop: &[bool],
-) -> Result<(u64, u64), SinkError> {
+) -> Result<(u64, Finished), SinkError> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(open(src)?)
         .and_then(|b| b.build())
         .map_err(|e| SinkError::parquet(src, e))?;
@@ -250,11 +252,10 @@ pub(super) fn rewrite_parquet(
     }
     let w = writer.ok_or_else(|| SinkError::Foreign(src.to_owned()))?;
     let rows = w.rows();
-    let bytes = w.finish()?;
-    Ok((rows, bytes))
+    Ok((rows, w.finish()?))
 }
 
-fn rewrite_lines(src: &Path, dst: &Path, drop: &[bool]) -> Result<(u64, u64), SinkError> {
+fn rewrite_lines(src: &Path, dst: &Path, drop: &[bool]) -> Result<(u64, Finished), SinkError> {
     let io = |action, path: &Path| {
         let path = path.to_owned();
         move |source| SinkError::Io {
@@ -265,22 +266,23 @@ fn rewrite_lines(src: &Path, dst: &Path, drop: &[bool]) -> Result<(u64, u64), Si
     };
     let file = File::create(dst).map_err(io("creating", dst))?;
     let gz = dst.to_string_lossy().contains(".gz");
-    let (rows, buf) = if gz {
-        let mut w =
-            flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::default());
+    // Counted and hashed below the compressor: the bytes as they are on disk.
+    let out = Counting::new(BufWriter::new(file));
+    let (rows, out) = if gz {
+        let mut w = flate2::write::GzEncoder::new(out, flate2::Compression::default());
         let rows = copy_kept_lines(src, &mut w, drop).map_err(io("writing", dst))?;
         (rows, w.finish().map_err(io("writing", dst))?)
     } else {
-        let mut w = BufWriter::new(file);
+        let mut w = out;
         let rows = copy_kept_lines(src, &mut w, drop).map_err(io("writing", dst))?;
         (rows, w)
     };
+    let (buf, bytes, checksum) = out.into_parts();
     let file = buf
         .into_inner()
         .map_err(|e| io("writing", dst)(e.into_error()))?;
     file.sync_all().map_err(io("syncing", dst))?;
-    let bytes = file.metadata().map_err(io("reading", dst))?.len();
-    Ok((rows, bytes))
+    Ok((rows, Finished { bytes, checksum }))
 }
 
 fn copy_kept_lines(src: &Path, w: &mut impl Write, drop: &[bool]) -> std::io::Result<u64> {
@@ -300,4 +302,87 @@ fn copy_kept_lines(src: &Path, w: &mut impl Write, drop: &[bool]) -> std::io::Re
         i += 1;
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, StringArray, TimestampMillisecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+    use crate::sink::Format;
+    use crate::state::checksum;
+
+    #[test]
+    fn a_remnant_is_recorded_with_its_own_size_and_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let utc = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(schema::CHANNEL_USER_ID, DataType::Utf8, false),
+            Field::new(schema::SENT_AT, utc, false),
+        ]));
+        let users: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "a", "b"]));
+        let sent: ArrayRef = Arc::new(
+            TimestampMillisecondArray::from(vec![1000, 2000, 3000, 4000]).with_timezone("UTC"),
+        );
+        let batch = RecordBatch::try_new(schema.clone(), vec![users, sent]).unwrap();
+        // User `a` is re-exported: half of each file goes, the rest is a remnant.
+        let cells: CellMap<'_> = [(
+            "a",
+            Window {
+                start_ms: 0,
+                end_ms: 10_000,
+            },
+        )]
+        .into_iter()
+        .collect();
+        for (format, gzip) in [
+            (Format::Parquet, false),
+            (Format::Jsonl, false),
+            (Format::Jsonl, true),
+        ] {
+            let enc = Encoding::new(format, gzip, 3, 1 << 20, 6).unwrap();
+            let name = format!("f.{}", enc.extension());
+            let path = dir.path().join(&name);
+            let mut w = PartWriter::create(&path, &enc, schema.clone()).unwrap();
+            w.write(&batch).unwrap();
+            let old = w.finish().unwrap();
+            let candidate = FileRecord {
+                path: name.clone(),
+                stream: "messages".into(),
+                unit_key: "u1".into(),
+                cells_from: 0,
+                cells_to: 1,
+                min_user: "a".into(),
+                max_user: "b".into(),
+                min_ms: 0,
+                max_ms: 10_000,
+                rows: 4,
+                bytes: old.bytes,
+                checksum: Some(old.checksum.clone()),
+            };
+            let r = replace(
+                dir.path(),
+                &enc,
+                vec![candidate],
+                &cells,
+                |_| false,
+                |_| (format!(".r-{name}.tmp"), format!("r-{name}")),
+            )
+            .unwrap();
+            assert_eq!((r.rows_removed, r.removes.clone()), (2, vec![name.clone()]));
+            let (staged, rec) = &r.remnants[0];
+            assert_eq!(
+                (rec.path.as_str(), rec.rows),
+                (format!("r-{name}").as_str(), 2)
+            );
+            assert_eq!(rec.unit_key, "remnant:u1");
+            let bytes = std::fs::read(dir.path().join(staged)).unwrap();
+            assert_eq!(rec.bytes, bytes.len() as u64, "{name}");
+            assert_eq!(rec.checksum, Some(checksum::of_bytes(&bytes)), "{name}");
+            assert_ne!(rec.checksum, Some(old.checksum), "{name}");
+        }
+    }
 }

@@ -21,7 +21,7 @@ use arrow_schema::{ArrowError, DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::durable::{create_dir, sync_parents};
-use super::part::{Encoding, PartWriter};
+use super::part::{Encoding, Finished, PartWriter};
 use super::remote_files::RemoteFiles;
 use super::{SinkError, WrittenFile};
 use crate::model::{ExportedUser, User};
@@ -128,7 +128,7 @@ pub fn write(
         None => path,
     };
     let rows = w.rows();
-    let bytes = w.finish()?;
+    let Finished { bytes, checksum } = w.finish()?;
     sync_parents(out_dir, std::iter::once(staged.as_str()))?;
     let old: Vec<String> = state.files("users")?.into_iter().map(|f| f.path).collect();
     let plan = CommitPlan {
@@ -146,6 +146,7 @@ pub fn write(
             max_ms: 0,
             rows,
             bytes,
+            checksum: Some(checksum),
         }],
         ..Default::default()
     };

@@ -19,11 +19,12 @@ impl StateStore {
     ) -> Result<Vec<FileRecord>, StateError> {
         let mut st = self
             .conn
-            .prepare_cached(
-                "SELECT path, stream, unit_key, cells_from, cells_to, min_user, max_user, min_ms, max_ms, rows, bytes
-                 FROM files WHERE stream=?1 AND min_ms < ?3 AND max_ms > ?2 AND max_user >= ?4 AND min_user <= ?5
+            .prepare_cached(&format!(
+                "SELECT {} FROM files
+                 WHERE stream=?1 AND min_ms < ?3 AND max_ms > ?2 AND max_user >= ?4 AND min_user <= ?5
                  ORDER BY path",
-            )
+                self.record_columns()
+            ))
             .map_err(sql(&self.path))?;
         let rows = st
             .query_map(
@@ -41,10 +42,10 @@ impl StateStore {
     pub fn files(&self, stream: &str) -> Result<Vec<FileRecord>, StateError> {
         let mut st = self
             .conn
-            .prepare_cached(
-                "SELECT path, stream, unit_key, cells_from, cells_to, min_user, max_user, min_ms, max_ms, rows, bytes
-                 FROM files WHERE stream=?1 ORDER BY path",
-            )
+            .prepare_cached(&format!(
+                "SELECT {} FROM files WHERE stream=?1 ORDER BY path",
+                self.record_columns()
+            ))
             .map_err(sql(&self.path))?;
         let rows = st
             .query_map([stream], file_record)
@@ -88,6 +89,18 @@ pub struct StreamStats {
     pub bytes: u64,
 }
 
+impl StateStore {
+    /// The columns [`file_record`] reads, in its order: a store an older version created, read
+    /// before anything migrated it, has no `checksum` column and reads as NULL.
+    fn record_columns(&self) -> &'static str {
+        if self.has_checksum {
+            "path, stream, unit_key, cells_from, cells_to, min_user, max_user, min_ms, max_ms, rows, bytes, checksum"
+        } else {
+            "path, stream, unit_key, cells_from, cells_to, min_user, max_user, min_ms, max_ms, rows, bytes, NULL"
+        }
+    }
+}
+
 pub(super) fn file_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
         path: r.get(0)?,
@@ -101,6 +114,7 @@ pub(super) fn file_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord>
         max_ms: r.get(8)?,
         rows: r.get::<_, i64>(9)? as u64,
         bytes: r.get::<_, i64>(10)? as u64,
+        checksum: r.get(11)?,
     })
 }
 
@@ -123,17 +137,17 @@ impl StateStore {
     pub fn ledger_files(&self) -> Result<Vec<LedgerFile>, StateError> {
         let mut st = self
             .conn
-            .prepare(
-                "SELECT path, stream, unit_key, cells_from, cells_to, min_user, max_user, min_ms, max_ms, rows, bytes, run_id, commit_id
-                 FROM files ORDER BY path",
-            )
+            .prepare(&format!(
+                "SELECT {}, run_id, commit_id FROM files ORDER BY path",
+                self.record_columns()
+            ))
             .map_err(sql(&self.path))?;
         let rows = st
             .query_map([], |r| {
                 Ok(LedgerFile {
                     record: file_record(r)?,
-                    run_id: r.get(11)?,
-                    commit_id: r.get(12)?,
+                    run_id: r.get(12)?,
+                    commit_id: r.get(13)?,
                 })
             })
             .map_err(sql(&self.path))?;

@@ -65,8 +65,8 @@ impl StateStore {
             }
             let mut ins = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO files(path, stream, unit_key, cells_from, cells_to, min_user, max_user, min_ms, max_ms, rows, bytes, run_id, commit_id)
-                     VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    "INSERT OR REPLACE INTO files(path, stream, unit_key, cells_from, cells_to, min_user, max_user, min_ms, max_ms, rows, bytes, run_id, commit_id, checksum)
+                     VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )
                 .map_err(&e)?;
             for f in &plan.records {
@@ -83,7 +83,8 @@ impl StateStore {
                     f.rows as i64,
                     f.bytes as i64,
                     run_id,
-                    id
+                    id,
+                    f.checksum
                 ])
                 .map_err(&e)?;
             }

@@ -370,8 +370,8 @@ fn insert_live_records(
     records: &[FileRecord],
 ) -> rusqlite::Result<()> {
     let mut ins = tx.prepare_cached(
-        "INSERT OR REPLACE INTO files(path, stream, unit_key, cells_from, cells_to, min_user, max_user, min_ms, max_ms, rows, bytes, run_id, commit_id)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0
+        "INSERT OR REPLACE INTO files(path, stream, unit_key, cells_from, cells_to, min_user, max_user, min_ms, max_ms, rows, bytes, run_id, commit_id, checksum)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13
          WHERE NOT EXISTS(SELECT 1 FROM remote_removed WHERE path=?1)",
     )?;
     for f in records {
@@ -387,7 +387,8 @@ fn insert_live_records(
             f.max_ms,
             f.rows as i64,
             f.bytes as i64,
-            run_id
+            run_id,
+            f.checksum
         ])?;
     }
     Ok(())

@@ -2,7 +2,8 @@
 //!
 //! It holds, in one place and under one transaction per commit:
 //! - `files`: every data file the output has (path relative to the output directory, stream,
-//!   the unit and cell range that wrote it, user and time bounds, rows, bytes);
+//!   the unit and cell range that wrote it, user and time bounds, rows, bytes, and the
+//!   checksum of its bytes ([`checksum`]); NULL for files recorded before the column existed);
 //! - `commits`: the journal of multi-file commits. A commit is first recorded `pending`
 //!   together with its effect on `files`, `run_units` and `watermarks`; then its staged files
 //!   are renamed into place and the files it replaces are deleted; then it is marked done.
@@ -115,7 +116,8 @@ CREATE TABLE IF NOT EXISTS files(
   rows INTEGER NOT NULL,
   bytes INTEGER NOT NULL,
   run_id TEXT NOT NULL,
-  commit_id INTEGER NOT NULL);
+  commit_id INTEGER NOT NULL,
+  checksum TEXT);
 CREATE INDEX IF NOT EXISTS files_by_time ON files(stream, min_ms);
 CREATE TABLE IF NOT EXISTS commits(
   id INTEGER PRIMARY KEY,
@@ -189,6 +191,10 @@ pub struct FileRecord {
     pub rows: u64,
     /// Bytes on disk.
     pub bytes: u64,
+    /// xxh3-128 of the file's bytes, 32 hex digits ([`checksum`]); `None` for a file recorded
+    /// by a version that kept none (and in manifests such a version wrote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 /// A commit: files to put in place, files they replace, and the state that goes with them.
@@ -261,9 +267,13 @@ pub struct StateStore {
     shard: Option<Shard>,
     /// The lock file, held for the store's life (none when opened read-only).
     _lock: Option<File>,
+    /// The `files` table has the `checksum` column (always, once opened for writing; a store
+    /// an older version created and nothing migrated yet, opened read-only, has not).
+    has_checksum: bool,
 }
 
 /// Maps a SQLite error to [`StateError::Sqlite`] naming the store's file.
+pub mod checksum;
 mod files;
 mod journal;
 mod manifests;
@@ -329,6 +339,7 @@ impl StateStore {
         .map_err(sql(&path))?;
         conn.execute_batch(SCHEMA).map_err(sql(&path))?;
         conn.execute_batch(manifests::SCHEMA).map_err(sql(&path))?;
+        migrate_files_checksum(&conn).map_err(sql(&path))?;
         let version: Option<i64> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key='schema_version'",
@@ -360,6 +371,7 @@ impl StateStore {
             path,
             shard: None,
             _lock: Some(lock),
+            has_checksum: true,
         };
         st.shard = st.meta("shard")?.and_then(|t| Shard::tag_in(&t));
         Ok(st)
@@ -379,11 +391,13 @@ impl StateStore {
         .map_err(sql(&path))?;
         conn.execute_batch("PRAGMA busy_timeout=5000;")
             .map_err(sql(&path))?;
+        let has_checksum = has_column(&conn, "files", "checksum").map_err(sql(&path))?;
         Ok(StateStore {
             conn,
             path,
             shard: None,
             _lock: None,
+            has_checksum,
         })
     }
 
@@ -467,6 +481,29 @@ impl StateStore {
             .map(|_| ())
             .map_err(sql(&self.path))
     }
+}
+
+/// True when `table` has `column`.
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    let mut st = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = st.query_map([], |r| r.get::<_, String>(1))?;
+    for n in names {
+        if n? == column {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Gives a store created before the ledger kept checksums its `files.checksum` column (NULL
+/// for the files already recorded: `verify` counts them as not checked). The column is
+/// additive and every insert names its columns, so the schema version stays 1: an older
+/// engati-etl can still open the store (the files it records get no checksum).
+fn migrate_files_checksum(conn: &Connection) -> rusqlite::Result<()> {
+    if !has_column(conn, "files", "checksum")? {
+        conn.execute_batch("ALTER TABLE files ADD COLUMN checksum TEXT")?;
+    }
+    Ok(())
 }
 
 /// fsyncs a directory so renames and deletions in it are durable.

@@ -13,6 +13,7 @@ fn rec(path: &str, user: &str) -> FileRecord {
         max_ms: 10,
         rows: 1,
         bytes: 1,
+        checksum: Some(checksum::of_bytes(path.as_bytes())),
     }
 }
 
@@ -355,6 +356,116 @@ fn replayed_manifests_rebuild_the_ledger_and_resume_once_each() {
     assert_eq!((start.run_id.as_str(), start.resumed), ("r1", true));
     assert_eq!(st.run_units("r1").unwrap().get("unit-2"), Some(&3));
     assert_eq!(st.ledger_paths().unwrap().len(), 2);
+    // The manifests' records carry the checksums into the rebuilt ledger.
+    let sums: Vec<Option<String>> = st
+        .ledger_files()
+        .unwrap()
+        .into_iter()
+        .map(|f| f.record.checksum)
+        .collect();
+    assert_eq!(
+        sums,
+        [
+            Some(checksum::of_bytes(b"a")),
+            Some(checksum::of_bytes(b"b"))
+        ]
+    );
+}
+
+#[test]
+fn manifests_without_checksums_still_read_and_none_is_not_written() {
+    let mut m = manifest(2, ManifestKind::Commit, &["a"], &[]);
+    let json = serde_json::to_value(&m).unwrap();
+    assert_eq!(json["adds"][0]["checksum"], checksum::of_bytes(b"a"));
+    // A manifest an older version wrote: no `checksum` in its records.
+    m.adds[0].checksum = None;
+    let old = serde_json::to_string(&m).unwrap();
+    assert!(!old.contains("checksum"), "{old}");
+    let back: Manifest = serde_json::from_str(&old).unwrap();
+    assert_eq!(back.adds[0].checksum, None);
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = StateStore::open(dir.path()).unwrap();
+    st.apply_manifest("k", &back).unwrap();
+    assert_eq!(st.ledger_files().unwrap()[0].record.checksum, None);
+}
+
+/// The `files` table as versions before the checksum column created it.
+const FILES_WITHOUT_CHECKSUM: &str = "
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta(key, value) VALUES('schema_version', '1');
+CREATE TABLE files(
+  path TEXT PRIMARY KEY,
+  stream TEXT NOT NULL,
+  unit_key TEXT NOT NULL,
+  cells_from INTEGER NOT NULL,
+  cells_to INTEGER NOT NULL,
+  min_user TEXT NOT NULL,
+  max_user TEXT NOT NULL,
+  min_ms INTEGER NOT NULL,
+  max_ms INTEGER NOT NULL,
+  rows INTEGER NOT NULL,
+  bytes INTEGER NOT NULL,
+  run_id TEXT NOT NULL,
+  commit_id INTEGER NOT NULL);
+INSERT INTO files VALUES('old', 'messages', 'k', 0, 1, 'u1', 'u1', 0, 10, 1, 3, 'r0', 1);
+";
+
+#[test]
+fn a_store_without_the_checksum_column_reads_null_and_gains_the_column_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, state) = (dir.path(), dir.path().join("_state"));
+    std::fs::create_dir_all(&state).unwrap();
+    let db = Connection::open(state.join("state.sqlite3")).unwrap();
+    db.execute_batch(FILES_WITHOUT_CHECKSUM).unwrap();
+    drop(db);
+    let old = |st: &StateStore| {
+        let l = st.ledger_files().unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            (l[0].record.path.as_str(), l[0].run_id.as_str()),
+            ("old", "r0")
+        );
+        assert_eq!(l[0].record.checksum, None);
+        assert_eq!(st.files("messages").unwrap(), [l[0].record.clone()]);
+        let over = st.overlapping_files("messages", 0, 10, "u0", "u2").unwrap();
+        assert_eq!(over, [l[0].record.clone()]);
+    };
+    // Read-only (`verify`, `state show`): nothing is migrated, the checksum reads as NULL.
+    let ro = StateStore::open_read_only(&state).unwrap();
+    old(&ro);
+    drop(ro);
+    let has = |st: &mut StateStore| has_column(st.connection(), "files", "checksum").unwrap();
+    // Opened for a run: the column is added, the old row keeps NULL, new rows get theirs.
+    let mut st = StateStore::open(&state).unwrap();
+    assert!(has(&mut st));
+    old(&st);
+    assert_eq!(st.meta("schema_version").unwrap().as_deref(), Some("1"));
+    std::fs::write(out.join(".a.tmp"), "new").unwrap();
+    let plan = CommitPlan {
+        adds: vec![(".a.tmp".into(), "a".into())],
+        records: vec![rec("a", "u1")],
+        ..Default::default()
+    };
+    st.commit("r1", &plan, out, 0).unwrap();
+    drop(st);
+    // Opening again migrates nothing twice; read-only now sees the column.
+    let mut st = StateStore::open(&state).unwrap();
+    assert!(has(&mut st));
+    drop(st);
+    let ro = StateStore::open_read_only(&state).unwrap();
+    let sums: Vec<(String, Option<String>)> = ro
+        .ledger_files()
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.record.path, f.record.checksum))
+        .collect();
+    assert_eq!(
+        sums,
+        [
+            ("a".to_owned(), Some(checksum::of_bytes(b"a"))),
+            ("old".to_owned(), None)
+        ]
+    );
 }
 
 #[test]

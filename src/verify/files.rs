@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use super::{Check, Finding, Findings, read};
-use crate::state::{LedgerFile, STAGED_SUFFIX, StateError};
+use crate::state::{LedgerFile, STAGED_SUFFIX, StateError, checksum};
 
 /// The directories of the output that hold data files.
 pub(super) const DATA_DIRS: [&str; 3] = ["messages", "users", "_dead_letter"];
@@ -51,15 +51,27 @@ pub(super) fn walk(out: &Path) -> Result<Disk, StateError> {
     Ok(disk)
 }
 
-/// Check 1: every ledger file exists with its size and rows. `rows`: the rows counted in the
-/// `messages` files (by [`super::ids::scan`]); other streams are counted here.
+/// Files whose checksum was compared, and files the ledger keeps none for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Checksums {
+    /// Hashed and compared with the ledger (equal or not).
+    pub checked: u64,
+    /// Recorded before the ledger kept checksums: size and rows only.
+    pub unrecorded: u64,
+}
+
+/// Check 1: every ledger file exists with its size, checksum and rows. `rows`: the rows
+/// counted in the `messages` files (by [`super::ids::scan`]); other streams are counted here.
+/// A file's checksum is computed only when its size is right (a size mismatch already says it
+/// is not the file committed).
 pub(super) fn check_ledger(
     out: &Path,
     ledger: &[LedgerFile],
     disk: &Disk,
     rows: &HashMap<String, Result<u64, String>>,
     findings: &mut Findings,
-) {
+) -> Checksums {
+    let mut sums = Checksums::default();
     for f in ledger {
         let r = &f.record;
         let Some(&size) = disk.get(&r.path) else {
@@ -77,7 +89,10 @@ pub(super) fn check_ledger(
             );
             continue;
         };
+        // Set when the file could not be read for its checksum.
+        let mut hash_error = None;
         if size != r.bytes {
+            // Its size already says it is not the file committed: no checksum is computed.
             findings.push(
                 Finding::error(
                     Check::Files,
@@ -87,10 +102,35 @@ pub(super) fn check_ledger(
                 .at(&r.path)
                 .of_run(&f.run_id),
             );
+        } else if let Some(recorded) = &r.checksum {
+            sums.checked += 1;
+            match checksum::of_file(&out.join(&r.path)) {
+                Ok(actual) if actual == *recorded => {}
+                Ok(actual) => findings.push(
+                    Finding::error(
+                        Check::Files,
+                        "checksum_mismatch",
+                        format!(
+                            "xxh3-128 of the file is {actual}, the ledger recorded {recorded}: its content is not what was committed"
+                        ),
+                    )
+                    .at(&r.path)
+                    .of_run(&f.run_id),
+                ),
+                Err(e) => hash_error = Some(format!("cannot read it for its checksum: {e}")),
+            }
+        }
+        if r.checksum.is_none() {
+            sums.unrecorded += 1;
         }
         let counted = match rows.get(&r.path) {
             Some(c) => c.clone(),
             None => read::row_count(&out.join(&r.path)),
+        };
+        // One `unreadable_file` per file: counting its rows failing says it already.
+        let counted = match (counted, hash_error) {
+            (Ok(_), Some(e)) => Err(e),
+            (c, _) => c,
         };
         match counted {
             Err(e) => findings.push(
@@ -110,6 +150,17 @@ pub(super) fn check_ledger(
             Ok(_) => {}
         }
     }
+    if sums.unrecorded > 0 {
+        findings.push(Finding::warning(
+            Check::Files,
+            "no_checksum",
+            format!(
+                "{} files were committed by a version whose ledger kept no checksum: their size and row count are checked, not their content (a run that rewrites them records one)",
+                sums.unrecorded
+            ),
+        ));
+    }
+    sums
 }
 
 /// Check 2: staged files and files the ledger does not name. `running`: a run holds the store

@@ -2,11 +2,12 @@
 //! store, or report, finding by finding, where it is not.
 //!
 //! Checks (each finding names the check, the file, partition, user or run it concerns):
-//! 1. `files`: every file the ledger says is committed exists with its recorded size in bytes,
+//! 1. `files`: every file the ledger says is committed exists with its recorded size in bytes
+//!    and checksum (xxh3-128 of its bytes, `state::checksum`; hashed when the size is right),
 //!    opens, and holds the ledger's `rows` (Parquet: the footer's row count, and the rows its
-//!    `message_id` column streams; JSONL: the lines, gunzipped for `.gz`). The ledger keeps no
-//!    checksum, so the content is proven only as far as size, a readable footer and the row
-//!    count go.
+//!    `message_id` column streams; JSONL: the lines, gunzipped for `.gz`). Files recorded by a
+//!    version that kept no checksum are counted (`no_checksum`, a warning) and checked by size
+//!    and rows only.
 //! 2. `strays`: no staged `.tmp` file and no file under `messages/`, `users/`, `_dead_letter/`
 //!    that the ledger does not name (a reader globbing the output would mix it in).
 //! 3. `duplicates`: no `message_id` twice across the `messages` files on disk (ledger and stray
@@ -64,7 +65,7 @@ pub enum Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Check {
-    /// 1: ledger files exist with their size and rows.
+    /// 1: ledger files exist with their size, checksum and rows.
     Files,
     /// 2: no staged or unknown files.
     Strays,
@@ -104,7 +105,7 @@ impl Check {
     /// What the check proves, one line.
     pub fn what(self) -> &'static str {
         match self {
-            Check::Files => "ledger files exist with their size and row count",
+            Check::Files => "ledger files exist with their size, checksum and row count",
             Check::Strays => "no staged .tmp or unknown files",
             Check::Duplicates => "no message_id twice",
             Check::Counts => "rows per partition and per run match the ledger",
@@ -265,6 +266,10 @@ pub struct Totals {
     pub ledger_rows: u64,
     /// Bytes the ledger records.
     pub ledger_bytes: u64,
+    /// Ledger files whose checksum was computed and compared (those of the right size).
+    pub checksums_checked: u64,
+    /// Ledger files without a checksum (recorded by an older version): not compared.
+    pub files_without_checksum: u64,
     /// Files found under `messages/`, `users/`, `_dead_letter/` (staged ones included).
     pub files_on_disk: u64,
     /// `message_id`s read from the `messages` files on disk.
@@ -336,7 +341,9 @@ pub fn check_local(out: &Path, st: &StateStore, running: bool) -> Result<Local, 
     totals.files_on_disk = disk.len() as u64;
     let scan = ids::scan(out, &ledger, &disk, &mut findings);
     totals.message_ids = scan.ids;
-    files::check_ledger(out, &ledger, &disk, &scan.rows, &mut findings);
+    let sums = files::check_ledger(out, &ledger, &disk, &scan.rows, &mut findings);
+    totals.checksums_checked = sums.checked;
+    totals.files_without_checksum = sums.unrecorded;
     files::check_strays(&ledger, &disk, running, &mut findings);
     counts::check(st, &ledger, &scan.rows, &mut findings)?;
     coverage::check(st, &ledger, &mut findings)?;

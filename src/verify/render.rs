@@ -14,11 +14,17 @@ pub fn table(r: &Report) -> String {
     let _ = writeln!(s, "verify   {} (state {})", r.out, r.state);
     let _ = writeln!(
         s,
-        "ledger   {} files, {} rows, {} bytes; {} files on disk; {} message_ids read{}",
+        "ledger   {} files, {} rows, {} bytes; {} files on disk; {} checksums compared{}; {} message_ids read{}",
         t.ledger_files,
         t.ledger_rows,
         t.ledger_bytes,
         t.files_on_disk,
+        t.checksums_checked,
+        if t.files_without_checksum > 0 {
+            format!(" ({} files without one)", t.files_without_checksum)
+        } else {
+            String::new()
+        },
         t.message_ids,
         if t.api_cells > 0 {
             format!("; {} cells compared with the API", t.api_cells)

@@ -4,7 +4,7 @@
 use super::{CrmSink, Refusal};
 use crate::sink::durable::{sync_parents, write_file};
 use crate::sink::{Committed, DeadLetters, SinkError, UnitInfo, WrittenFile, watermark_moves};
-use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX};
+use crate::state::{CommitPlan, FileRecord, STAGED_SUFFIX, checksum};
 
 impl CrmSink {
     /// Commits the first `done` cells of `info`, delivered (`rows` messages) with `refused`.
@@ -53,6 +53,7 @@ impl CrmSink {
                 max_ms: info.window.end_ms,
                 rows: dead.rows,
                 bytes: dead.lines.len() as u64,
+                checksum: Some(checksum::of_bytes(&dead.lines)),
             });
             files.push(WrittenFile {
                 path,
