@@ -253,4 +253,18 @@ async fn nightly_runs_with_auto_windows_equal_one_export() {
         &expected(&sb, &all_users(&sb), day(SINCE), day(UNTIL)),
         "three nights",
     );
+    // verify re-reads sampled cells on the adaptive grid and finds the output consistent.
+    let o = run(
+        &args(&[
+            "verify",
+            p.to_str().unwrap(),
+            "--against-api",
+            "--sample",
+            "12",
+            "--json",
+        ]),
+        Some(&sb.ids.api_key),
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
