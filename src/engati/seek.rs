@@ -336,13 +336,14 @@ impl<F: FetchPage> SeekPages<F> {
         let lo = (from > self.window.start_ms).then_some(from);
         let hi = (until < self.window.end_ms).then_some(until);
         let n = page.spans.len();
-        let whole = !ordered || !self.unreadable.is_empty();
-        if !whole && lo.is_none() && hi.is_none() {
+        if lo.is_none() && hi.is_none() && self.unreadable.is_empty() {
             // The whole cell in one page: nothing overlaps it.
             self.yielded += 1;
             page.number = self.yielded;
             return page;
         }
+        // A short page's order is not known yet (an API paging newest first): check its ends.
+        let whole = !ordered || !self.unreadable.is_empty() || !ascending(&page);
         let mut keep = vec![true; n];
         let seen = &mut self.unreadable;
         // `Some(inside)` for a readable message; for an unreadable one, `None`, and it stays
@@ -411,6 +412,23 @@ fn judge(page: &Page, cursor: i64, end_ms: i64) -> Verdict {
         },
         // Out of time order, no readable time, or only messages before the cursor.
         _ => Verdict::Offsets { end_ms },
+    }
+}
+
+/// True when the page's first readable time is not after its last (time order, page 1 oldest).
+fn ascending(page: &Page) -> bool {
+    let first = page
+        .spans
+        .iter()
+        .find_map(|s| message_time(&page.body, s.clone()));
+    let last = page
+        .spans
+        .iter()
+        .rev()
+        .find_map(|s| message_time(&page.body, s.clone()));
+    match (first, last) {
+        (Some(first), Some(last)) => first <= last,
+        _ => true,
     }
 }
 

@@ -226,13 +226,17 @@ fn a_millisecond_with_more_than_a_page_is_read_by_offsets() {
 
 #[test]
 fn pages_newest_first_fall_back_to_offsets_and_lose_nothing() {
-    let mut c = canned(spread(450, T0, 365 * DAY));
-    c.newest_first = true;
-    let shared = AdaptiveWindows::new(365 * DAY);
-    let mut got = read(&c, YEAR, 100, &shared);
-    got.sort_unstable();
-    assert_eq!(got, expected(&c, YEAR));
-    assert_eq!(shared.report().offset_reads, 1);
+    for (max_range_ms, end_inclusive) in [(None, false), (Some(100 * DAY), true)] {
+        let mut c = canned(spread(450, T0, 365 * DAY));
+        c.newest_first = true;
+        c.max_range_ms = max_range_ms;
+        c.end_inclusive = end_inclusive;
+        let shared = AdaptiveWindows::new(365 * DAY);
+        let mut got = read(&c, YEAR, 100, &shared);
+        got.sort_unstable();
+        assert_eq!(got, expected(&c, YEAR), "range limit {max_range_ms:?}");
+        assert!(shared.report().offset_reads >= 1);
+    }
 }
 
 #[test]
@@ -315,4 +319,23 @@ fn messages_with_unreadable_times_come_out_once_even_where_pages_overlap() {
         );
         assert_eq!(got, expected(&c, YEAR), "page size {page_size}");
     }
+}
+
+#[test]
+fn short_pages_newest_first_after_a_halving_keep_only_their_own_piece() {
+    // The span becomes a quarter year; messages sit on both sides of each piece's start, and
+    // every piece fits one page (short pages, newest first).
+    let span = 365 * DAY / 4;
+    let mut times = spread(200, T0, 365 * DAY);
+    for k in 1..4 {
+        times.extend([T0 + k * span - 1, T0 + k * span, T0 + k * span + 1]);
+    }
+    let mut c = canned(times);
+    c.newest_first = true;
+    c.max_range_ms = Some(100 * DAY);
+    let shared = AdaptiveWindows::new(365 * DAY);
+    let mut got = read(&c, YEAR, 100, &shared);
+    got.sort_unstable();
+    assert_eq!(got, expected(&c, YEAR));
+    assert_eq!(shared.report().span_ms, span);
 }
