@@ -1,46 +1,94 @@
 //! The client's in-flight limit: fixed (`--concurrency N`) or adaptive (`--concurrency auto`),
-//! after Vector's adaptive request concurrency (ARC).
+//! after Vector's adaptive request concurrency (ARC), with the round trip judged against the
+//! server's unqueued round trip (as TCP Vegas and Netflix's concurrency-limits do) rather than
+//! against the past mean round trip (as Vector does).
 //!
 //! An AIMD controller ([`Aimd`]) is fed every response's round-trip time and outcome and works
-//! in periods of about one round trip (the smoothed past RTT):
+//! in **periods** of about one round trip: a period ends once as many answers as the limit
+//! came back under it. It ends after the smoothed round trip (an exponentially weighted mean
+//! of the periods' mean RTTs, weight [`EWMA_ALPHA`]) instead if no request waited for the
+//! limit in it (the work, not the limit, sets the pace: fewer answers come back) or no answer
+//! came back under it yet (only push-back, failures, or answers to requests sent before a
+//! change). Not on time alone: after a raise from K to 2K against a server of capacity K, the
+//! K requests served at once come back after one round trip and the K that queued after two,
+//! and a period ended by the clock between them would see only the first, flat. A period's
+//! mean RTT is compared with the **base RTT**: the smallest period mean of the last
+//! [`BASE_WINDOW`] periods (or of the last 2 x limit periods when that is more), the server's
+//! round trip when nothing queues.
 //!
 //! - **back pressure** (a 429, a 503, a timeout) cuts the limit at once by
 //!   [`DECREASE_RATIO`] and starts a new period (one cut per period: the responses already in
 //!   flight were sent under the old limit). At once rather than at the period's end, as Vector
 //!   does, because a 429 comes back in no time: waiting out the period would let the freed
 //!   permits be retaken and refused again, hundreds of times at high concurrency;
-//! - at the end of a period, a mean RTT above the past RTT by more than
-//!   [`RTT_DEVIATION_SCALE`] of its deviations (a **rising RTT**: the server queues) cuts the
-//!   limit the same way;
-//! - otherwise, when requests waited for the limit in the period and the mean RTT was not
-//!   above the past RTT (**flat**), the limit grows by one (additive increase). Until the first
-//!   cut it doubles instead (slow start, as TCP's: Vector starts at 1 and adds 1 per round
-//!   trip, which takes a minute to reach 64 at 1 s round trips);
-//! - the past RTT is an exponentially weighted mean and deviation ([`EWMA_ALPHA`]) of the
-//!   periods' means;
-//! - only requests sent under the current limit are samples: a raise shows in round trips one
+//! - at the end of a period, a mean RTT above the base by more than [`QUEUE_TOLERANCE`] is a
+//!   **rising RTT**: the server queues. The first such period holds the limit (one slow
+//!   period may be noise: the client's own CPU, a hiccup of the network); a second one in a
+//!   row cuts it. A server that works on K requests at once answers `limit` requests in
+//!   flight in `limit / K` base round trips (Little's law), so `limit x base / rtt` is about
+//!   K: the limit is cut to that, with the less slow of the two periods' RTTs and by at most
+//!   30% ([`RTT_CUT_FLOOR`]; a deeper queue is cut again two periods later), which empties
+//!   the server's queue;
+//! - otherwise, when requests waited for the limit in the period, the limit grows by one
+//!   (additive increase);
+//! - **slow start**: the limit starts at [`INITIAL_LIMIT`] and doubles instead of growing by
+//!   one until the first cut, and while in it, a mean RTT more than
+//!   [`SLOW_START_TOLERANCE`] above the base is already a rising RTT. A doubling is safe only
+//!   from at most K (to at most 2K), and the first round trip after a doubling from K to 2K is
+//!   only 1.5 x the base on average (half the requests are served at once, half wait one round
+//!   trip), so the queue tolerance would take it for flat and add one more, past 2K;
+//! - only requests sent under the current limit are samples: a change shows in round trips one
 //!   round trip later, and judging it by the requests sent before it (a raise from 16 to 32
 //!   looks flat while the answers to the first 16 come back) would double the limit again
 //!   before the queue it built is seen.
+//!
+//! Against a server of capacity K the limit so saws between about K and 1.3 K: the server
+//! always has work, its queue stays around a third of its capacity at most, and the limit
+//! stays below 2K, where the sandbox's capacity mode (and many a server) starts refusing. Each
+//! cut empties the queue, so the next periods see the unqueued round trip again and the base
+//! stays fresh. What it cannot tell apart: a round trip that rises because the client itself
+//! is short of CPU looks like a queue too, and holds the limit back (measured with a debug
+//! build against K = 64, where even a fixed 64 reached only 75% of K / latency). Each change
+//! of the limit is logged at debug level (`RUST_LOG=engati_etl::engati::adaptive=debug`).
+//!
+//! Why not Vector's test (a period's mean RTT against an exponentially weighted mean of the
+//! past periods' plus 2.5 deviations): a steady queue raises that mean with it, so a limit
+//! settled above K looks flat and only 429s bring it down. Why a window rather than the
+//! smallest RTT ever seen: a server that gets slower for good would otherwise look queued
+//! forever; with the window the limit falls (to 1 at worst) until the old minimum has left
+//! the window, then grows back by one per round trip. The window is at least 2 x limit periods
+//! so that a whole saw tooth (0.3 K periods from K to 1.3 K) fits in it.
 //!
 //! The limit stays within `1..=max`; the rate limit (`max_rps`) applies on top, before a
 //! request takes a permit. [`Aimd`] is pure (time is an argument): tests feed it synthetic RTTs
 //! and outcomes and assert the limit's trajectory. [`Limiter`] puts the limit on a semaphore:
 //! a raise adds permits, a cut forgets free ones and the rest as they come back.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-/// A cut multiplies the limit by this (Vector's default).
+/// A cut on back pressure multiplies the limit by this (Vector's default).
 pub const DECREASE_RATIO: f64 = 0.9;
-/// Weight of the newest period in the past RTT (Vector's default).
+/// Weight of the newest period in the smoothed RTT, which sets a period's length (Vector's
+/// default).
 pub const EWMA_ALPHA: f64 = 0.4;
-/// A period's mean RTT above the past mean by more than this many deviations is rising
-/// (Vector's default).
-pub const RTT_DEVIATION_SCALE: f64 = 2.5;
+/// A period's mean RTT above the base RTT by more than this share is rising (the server
+/// queues): with a server of capacity K, a limit above 1.3 K.
+pub const QUEUE_TOLERANCE: f64 = 0.3;
+/// In slow start, a period's mean RTT above the base RTT by more than this share is rising
+/// already: a doubling is safe only from no queue (at most K, to at most 2K).
+pub const SLOW_START_TOLERANCE: f64 = 0.1;
+/// A cut on a rising RTT leaves at least this share of the limit (a round trip inflated by
+/// noise would otherwise cut too deep; a real queue is cut again after the next period).
+pub const RTT_CUT_FLOOR: f64 = 0.7;
+/// The adaptive limit's start, requests in flight (then slow start).
+pub const INITIAL_LIMIT: usize = 4;
+/// The base RTT is the smallest mean of at least this many last periods.
+pub const BASE_WINDOW: usize = 20;
 
 /// `--concurrency`: a fixed number of requests in flight, or `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,30 +163,6 @@ pub enum Outcome {
     Other,
 }
 
-/// An exponentially weighted mean and variance.
-#[derive(Debug, Clone, Copy, Default)]
-struct Ewma {
-    mean: f64,
-    var: f64,
-    seeded: bool,
-}
-
-impl Ewma {
-    fn update(&mut self, x: f64) {
-        if !self.seeded {
-            *self = Ewma {
-                mean: x,
-                var: 0.0,
-                seeded: true,
-            };
-            return;
-        }
-        let d = x - self.mean;
-        self.mean += EWMA_ALPHA * d;
-        self.var = (1.0 - EWMA_ALPHA) * (self.var + EWMA_ALPHA * d * d);
-    }
-}
-
 /// Rounds seconds to microseconds: equal RTTs average to equal values, not one epsilon apart
 /// (Vector does the same).
 fn us(x: f64) -> f64 {
@@ -151,16 +175,22 @@ pub struct Aimd {
     max: usize,
     limit: usize,
     slow_start: bool,
-    past: Ewma,
+    /// The smoothed RTT (an exponentially weighted mean of the periods' means): a period's
+    /// length. None before the first period ends.
+    smoothed: Option<f64>,
+    /// The last periods' mean RTTs, newest last (at most `BASE_WINDOW.max(2 * max)`).
+    means: VecDeque<f64>,
     /// The current period's RTT samples: sum and count.
     sum: f64,
-    samples: u32,
-    /// When the current period ends (none before the first sample).
+    samples: usize,
+    /// When the current period ends (none before the first period ends).
     period_end: Option<f64>,
     /// Requests waited for the limit in this period.
     reached: bool,
     /// A cut was made in this period (back pressure).
     cut: bool,
+    /// The last judged period's mean RTT, if it was rising (and the limit held).
+    rising: Option<f64>,
     /// Changes of the limit so far: a request sent under an older limit is no sample.
     epoch: u64,
     /// Raises so far.
@@ -180,12 +210,14 @@ impl Aimd {
             max,
             limit: initial.clamp(1, max),
             slow_start: true,
-            past: Ewma::default(),
+            smoothed: None,
+            means: VecDeque::new(),
             sum: 0.0,
             samples: 0,
             period_end: None,
             reached: false,
             cut: false,
+            rising: None,
             epoch: 0,
             raises: 0,
             cuts: 0,
@@ -196,6 +228,23 @@ impl Aimd {
     /// The limit now, requests in flight.
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// Still in slow start (doubling on a flat round trip)?
+    pub fn slow_start(&self) -> bool {
+        self.slow_start
+    }
+
+    /// The base RTT now: the smallest mean RTT of the last `BASE_WINDOW.max(2 * limit)`
+    /// periods (none before the first period ends).
+    pub fn base_rtt(&self) -> Option<f64> {
+        let window = BASE_WINDOW.max(2 * self.limit);
+        self.means
+            .iter()
+            .rev()
+            .take(window)
+            .copied()
+            .reduce(f64::min)
     }
 
     /// Changes of the limit so far: give it with each response's request, as it was when the
@@ -220,7 +269,8 @@ impl Aimd {
                 self.samples += 1;
             }
             Outcome::BackPressure if !self.cut => {
-                if self.decrease() {
+                let to = (self.limit as f64 * DECREASE_RATIO) as usize;
+                if self.cut_to(to) {
                     self.pushback_cuts += 1;
                 }
                 self.cut = true;
@@ -230,39 +280,64 @@ impl Aimd {
             }
             Outcome::BackPressure | Outcome::Other => {}
         }
-        match self.period_end {
-            None if self.samples > 0 => self.end_period(now, true),
-            Some(end) if now >= end => self.end_period(now, true),
-            _ => {}
+        // See the module docs: the first period ends at its first answer.
+        let due = match self.period_end {
+            None => self.samples > 0,
+            Some(end) => {
+                self.samples >= self.limit || (now >= end && (!self.reached || self.samples == 0))
+            }
+        };
+        if due {
+            self.end_period(now, true);
         }
         self.limit
     }
 
-    /// Ends the period: with `judge`, raises or cuts by its RTT; then the past RTT takes in
-    /// its mean and the next period starts.
+    /// Ends the period: with `judge`, cuts or raises by its mean RTT against the base RTT;
+    /// then its mean joins the window and the smoothed RTT, and the next period starts.
     fn end_period(&mut self, now: f64, judge: bool) {
-        let current = (self.samples > 0).then(|| us(self.sum / f64::from(self.samples)));
-        if judge && let (Some(c), true) = (current, self.past.seeded) {
-            let mean = us(self.past.mean);
-            let threshold = self.past.var.sqrt() * RTT_DEVIATION_SCALE;
-            if c > mean + threshold && !self.cut {
-                self.decrease();
-            } else if self.reached && !self.cut && c <= mean && self.limit < self.max {
-                self.limit = if self.slow_start {
-                    (self.limit * 2).min(self.max)
+        let current = (self.samples > 0).then(|| us(self.sum / self.samples as f64));
+        if judge
+            && !self.cut
+            && let (Some(c), Some(base)) = (current, self.base_rtt())
+        {
+            let tolerance = if self.slow_start {
+                SLOW_START_TOLERANCE
+            } else {
+                QUEUE_TOLERANCE
+            };
+            if c > base * (1.0 + tolerance) {
+                if let Some(held) = self.rising {
+                    // The server queues: down to what it works on at once (limit x base /
+                    // rtt), by the less slow of the two periods (one may be noise).
+                    let ratio = (base / c.min(held)).max(RTT_CUT_FLOOR);
+                    self.cut_to((self.limit as f64 * ratio).round() as usize);
                 } else {
-                    self.limit + 1
-                };
-                self.raises += 1;
-                self.epoch += 1;
+                    // Held: one slow period may be noise (the client's own CPU, a hiccup).
+                    self.rising = Some(c);
+                }
+            } else {
+                self.rising = None;
+                if self.reached && self.limit < self.max {
+                    self.limit = if self.slow_start {
+                        (self.limit * 2).min(self.max)
+                    } else {
+                        self.limit + 1
+                    };
+                    self.raises += 1;
+                    self.epoch += 1;
+                }
             }
         }
         if let Some(c) = current {
-            self.past.update(c);
+            if self.means.len() >= BASE_WINDOW.max(2 * self.max) {
+                self.means.pop_front();
+            }
+            self.means.push_back(c);
+            let s = self.smoothed.map_or(c, |s| s + EWMA_ALPHA * (c - s));
+            self.smoothed = Some(s);
         }
-        if self.past.seeded {
-            self.period_end = Some(now + self.past.mean.max(1e-3));
-        }
+        self.period_end = self.smoothed.map(|s| now + s.max(1e-3));
         self.sum = 0.0;
         self.samples = 0;
         self.reached = false;
@@ -271,14 +346,15 @@ impl Aimd {
         }
     }
 
-    /// Multiplies the limit by [`DECREASE_RATIO`] (at least one less, never below 1) and ends
-    /// slow start; false when the limit was already 1.
-    fn decrease(&mut self) -> bool {
+    /// Cuts the limit to `to` (at least one less, never below 1), ends slow start and starts
+    /// judging rising RTTs afresh; false when the limit was already 1.
+    fn cut_to(&mut self, to: usize) -> bool {
         self.slow_start = false;
+        self.rising = None;
         if self.limit <= 1 {
             return false;
         }
-        self.limit = ((self.limit as f64 * DECREASE_RATIO) as usize).clamp(1, self.limit - 1);
+        self.limit = to.clamp(1, self.limit - 1);
         self.cuts += 1;
         self.epoch += 1;
         true
@@ -337,9 +413,10 @@ impl Limiter {
         Self::with(None, n.max(1))
     }
 
-    /// An adaptive limit starting at 1, within `1..=max`.
+    /// An adaptive limit starting at [`INITIAL_LIMIT`] (or `max` when that is less), within
+    /// `1..=max`.
     pub fn adaptive(max: usize) -> Self {
-        Self::adaptive_from(1, max)
+        Self::adaptive_from(INITIAL_LIMIT, max)
     }
 
     /// An adaptive limit starting at `initial`, within `1..=max`.
@@ -432,6 +509,17 @@ impl Limiter {
             None => before,
         };
         if after != before {
+            if let Some(a) = st.aimd.as_ref() {
+                tracing::debug!(
+                    from = before,
+                    to = after,
+                    rtt_ms = rtt * 1e3,
+                    base_rtt_ms = a.base_rtt().map(|b| b * 1e3),
+                    ?outcome,
+                    slow_start = a.slow_start(),
+                    "Concurrency limit changed."
+                );
+            }
             st.area += before as f64 * (now - st.changed_at);
             st.changed_at = now;
             st.limit = after;
