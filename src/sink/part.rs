@@ -79,6 +79,25 @@ impl Encoding {
                 .set_column_dictionary_enabled(path.clone(), false)
                 .set_column_statistics_enabled(path, EnabledStatistics::None);
         }
+        // Columns that are constant or nearly so within a file (dictionary-encoded: one short
+        // dictionary page and run-length encoded indices): zstd saves a few bytes per file there
+        // but costs a context reset (~0.8 MB of hash tables cleared) per page. Measured on a
+        // 70k-message export with 60-day windows: +0.6% bytes, 11 of ~31 zstd frames per file
+        // fewer.
+        for col in [
+            schema::PROVIDER,
+            schema::CUSTOMER_ID,
+            schema::BOT_KEY,
+            schema::CHANNEL,
+            schema::SENDER,
+            schema::DIRECTION,
+            schema::MESSAGE_TYPE,
+            schema::FILE_MIME_TYPE,
+            schema::RUN_ID,
+            schema::EXTRACTED_AT,
+        ] {
+            props = props.set_column_compression(ColumnPath::from(col), Compression::UNCOMPRESSED);
+        }
         let props = props.build();
         Ok(Encoding {
             format,
