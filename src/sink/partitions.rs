@@ -202,8 +202,9 @@ fn compact(batch: &RecordBatch) -> Result<RecordBatch, SinkError> {
 /// Splits a batch by the UTC date of `sent_at`, in date order.
 ///
 /// A cell's messages come in time order (oldest or newest first), so a batch's dates are
-/// normally runs of rows: each run is a zero-copy slice (`true`). Rows whose dates interleave
-/// (an API that does not sort) are gathered per date with a filter instead (`false`: a copy).
+/// normally runs of rows: a date that is one run is a zero-copy slice (`true`). When dates recur
+/// (a batch of several cells, or an API that does not sort), each date's rows are gathered
+/// with one `take` (`false`: a copy), in their order in the batch.
 fn by_day(batch: RecordBatch) -> Result<Vec<(i64, RecordBatch, bool)>, SinkError> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::TimestampMillisecondType;
@@ -225,7 +226,8 @@ fn by_day(batch: RecordBatch) -> Result<Vec<(i64, RecordBatch, bool)>, SinkError
             _ => runs.push((day, i, 1)),
         }
     }
-    runs.sort_unstable_by_key(|r| r.0);
+    // By date, then row: a date's rows keep their order.
+    runs.sort_unstable_by_key(|r| (r.0, r.1));
     if runs.windows(2).all(|w| w[0].0 < w[1].0) {
         // One run per date (oldest-first or newest-first pages): slices.
         return Ok(runs
@@ -233,17 +235,24 @@ fn by_day(batch: RecordBatch) -> Result<Vec<(i64, RecordBatch, bool)>, SinkError
             .map(|(day, start, len)| (day, batch.slice(start, len), true))
             .collect());
     }
-    let mut days: Vec<i64> = runs.iter().map(|r| r.0).collect();
-    days.dedup();
-    days.into_iter()
-        .map(|day| {
-            let mask: arrow_array::BooleanArray =
-                values.iter().map(|&t| Some(day_of(t) == day)).collect();
-            arrow_select::filter::filter_record_batch(&batch, &mask)
-                .map(|b| (day, b, false))
-                .map_err(|e| SinkError::arrow(Path::new("messages"), e))
-        })
-        .collect()
+    // A date in several runs (the batch holds several cells, each in time order): gather each
+    // date's runs with one `take` (one pass over the rows in all, not one mask per date).
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < runs.len() {
+        let day = runs[i].0;
+        let mut idx: Vec<u32> = Vec::new();
+        while i < runs.len() && runs[i].0 == day {
+            let (_, start, len) = runs[i];
+            idx.extend(start as u32..(start + len) as u32);
+            i += 1;
+        }
+        let rows = arrow_array::UInt32Array::from(idx);
+        let b = arrow_select::take::take_record_batch(&batch, &rows)
+            .map_err(|e| SinkError::arrow(Path::new("messages"), e))?;
+        out.push((day, b, false));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
