@@ -60,9 +60,9 @@ pub const DEFAULT_LOOKBACK: &str = "1d";
 pub const DEFAULT_TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
 /// Default Parquet row-group size: 4 MiB (estimated encoded bytes; about 40,000 messages).
 pub const DEFAULT_ROW_GROUP_BYTES: usize = 4 * 1024 * 1024;
-/// Default zstd level: 1. Against 3, on the 2.5 M-message export of benchmark 3 (31-day
-/// windows): about 30% less CPU for the whole export, 6-7% larger files (README "Performance").
-pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+/// Default zstd level. At this level the columns where level 1 compresses about as well are
+/// written at level 1 (`sink::part::Encoding::new`).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Default cells per checkpoint unit.
 pub const DEFAULT_CHECKPOINT_USERS: usize = 5000;
 /// Cells fetched ahead of the one being written, per request allowed in flight: enough to keep

@@ -71,7 +71,7 @@ pub struct SinkSection {
     #[arg(long, value_name = "BYTES", help_heading = "Tuning",
           value_parser = NumParser::<usize>::new("row_group_bytes (--row-group-bytes)", 1024, usize::MAX))]
     pub row_group_bytes: Option<usize>,
-    /// zstd level for Parquet, 1..=22 [default: 1].
+    /// zstd level for Parquet, 1..=22 [default: 3].
     #[arg(long, value_name = "N", help_heading = "Tuning",
           value_parser = NumParser::<i32>::new("zstd_level (--zstd-level)", 1, 22))]
     pub zstd_level: Option<i32>,

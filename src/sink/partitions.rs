@@ -280,7 +280,12 @@ mod tests {
             .iter()
             .map(|(d, b, _)| {
                 let p = b.column_by_name(schema::POSITION).expect("position");
-                (*d, p.as_primitive::<arrow_array::types::UInt32Type>().values().to_vec())
+                (
+                    *d,
+                    p.as_primitive::<arrow_array::types::UInt32Type>()
+                        .values()
+                        .to_vec(),
+                )
             })
             .collect()
     }
@@ -296,7 +301,9 @@ mod tests {
         assert!(parts.iter().all(|p| p.2));
         let sent = parts[1].1.column_by_name(schema::SENT_AT).expect("sent_at");
         assert_eq!(
-            sent.as_primitive::<TimestampMillisecondType>().values().to_vec(),
+            sent.as_primitive::<TimestampMillisecondType>()
+                .values()
+                .to_vec(),
             vec![d1, d1 + 1]
         );
     }
