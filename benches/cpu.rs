@@ -7,7 +7,7 @@
 //! - `a_parse_value`: `serde_json::from_slice::<Value>` of each page (a generic parser);
 //! - `a_parse_wire`: our borrowed parse (envelope, then each message into `WireMessage`);
 //! - `b_normalize`: parse + normalize into Arrow batches;
-//! - `c_parquet`: b + Parquet zstd(3) encode (in memory);
+//! - `c_parquet`: b + Parquet encode with the default settings (zstd, in memory);
 //! - `d_jsonl`: b + JSONL encode (in memory).
 
 use std::hint::black_box;

@@ -56,6 +56,9 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=32,
                    help="extract threads = HTTP requests in flight at most")
     p.add_argument("--page-size", type=int, default=500)
+    p.add_argument("--window-days", type=int, default=1,
+                   help="window length in days; windows lie on the Rust tool's grid (aligned to "
+                        "the Unix epoch, clipped to [since, until)), as `--window Nd` plans them")
     p.add_argument("--paginator", choices=["short-page", "empty-page"], default="short-page",
                    help="short-page: dlt's PageNumberPaginator subclassed to stop on a page shorter "
                         "than page_size (same requests as the Rust tool); empty-page: the stock "
@@ -121,14 +124,18 @@ def configure_dlt(a) -> None:
         os.environ.setdefault(k, str(v))
 
 
-def day_windows(since: str, until: str):
-    """The Rust tool's plan: 1-day UTC windows [start_ms, end_ms) covering [since, until)."""
-    s = dt.datetime.strptime(since, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
-    u = dt.datetime.strptime(until, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+def day_windows(since: str, until: str, days: int = 1):
+    """The Rust tool's plan: `days`-day UTC windows [start_ms, end_ms) on a grid aligned to the
+    Unix epoch, clipped to [since, until) (1-day windows by default)."""
+    day_ms = 86_400_000
+    step = days * day_ms
+    s = int(dt.datetime.strptime(since, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc).timestamp()) * 1000
+    u = int(dt.datetime.strptime(until, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc).timestamp()) * 1000
     out = []
     while s < u:
-        e = min(s + dt.timedelta(days=1), u)
-        out.append((int(s.timestamp() * 1000), int(e.timestamp() * 1000), s.date().isoformat()))
+        e = min((s // step + 1) * step, u)
+        day = dt.datetime.fromtimestamp(s / 1000, dt.timezone.utc).date().isoformat()
+        out.append((s, e, day))
         s = e
     return out
 
@@ -162,7 +169,7 @@ def main(argv=None) -> int:
         print(f"error: environment variable {a.api_key_env} is empty", file=sys.stderr)
         return 2
     attr_name, attr_value = a.attribute[0].split("=", 1)
-    windows = day_windows(a.since, a.until)
+    windows = day_windows(a.since, a.until, a.window_days)
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
 

@@ -60,7 +60,8 @@ pub const DEFAULT_LOOKBACK: &str = "1d";
 pub const DEFAULT_TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
 /// Default Parquet row-group size: 4 MiB (estimated encoded bytes; about 40,000 messages).
 pub const DEFAULT_ROW_GROUP_BYTES: usize = 4 * 1024 * 1024;
-/// Default zstd level.
+/// Default zstd level. At this level the columns where level 1 compresses about as well are
+/// written at level 1 (`sink::part::Encoding::new`).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Default cells per checkpoint unit.
 pub const DEFAULT_CHECKPOINT_USERS: usize = 5000;

@@ -402,8 +402,9 @@ impl Client {
         self.with_retry_lazy(what, || async {
             let body = self.attempt(&url).await?;
             let spans = match std::str::from_utf8(&body) {
-                Ok(_) => wire::parse_conversations_page(&body, keys)
-                    .map_err(|e| self.decode_failed(e))?,
+                Ok(text) => {
+                    wire::parse_conversations_str(text, keys).map_err(|e| self.decode_failed(e))?
+                }
                 Err(e) => {
                     return Err(self.decode_failed(wire::DecodeError::Syntax {
                         detail: format!("invalid UTF-8: {e}"),

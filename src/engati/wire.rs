@@ -209,7 +209,36 @@ pub fn parse_conversations_page(
     body: &[u8],
     list_keys: &[String],
 ) -> Result<Vec<Range<usize>>, DecodeError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    match std::str::from_utf8(body) {
+        Ok(text) => parse_conversations_str(text, list_keys),
+        // Not UTF-8: serde_json names the fault (and whether the body was cut short).
+        Err(_) => {
+            parse_conversations_json(serde_json::Deserializer::from_slice(body), body, list_keys)
+        }
+    }
+}
+
+/// [`parse_conversations_page`] of a body already known to be UTF-8: the raw message objects
+/// are not validated again (the byte-slice reader checks each one's UTF-8 once more).
+///
+/// # Errors
+/// As [`parse_conversations_page`].
+pub fn parse_conversations_str(
+    body: &str,
+    list_keys: &[String],
+) -> Result<Vec<Range<usize>>, DecodeError> {
+    parse_conversations_json(
+        serde_json::Deserializer::from_str(body),
+        body.as_bytes(),
+        list_keys,
+    )
+}
+
+fn parse_conversations_json<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    body: &'de [u8],
+    list_keys: &[String],
+) -> Result<Vec<Range<usize>>, DecodeError> {
     let found = EnvelopeSeed { list_keys }
         .deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v))

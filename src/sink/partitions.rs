@@ -93,7 +93,16 @@ impl DayPartitions {
     /// # Errors
     /// [`SinkError`] for encoding or I/O failures.
     pub fn write(&mut self, rows: RecordBatch) -> Result<(), SinkError> {
-        for (day, batch) in by_day(rows)? {
+        let parts = by_day(rows)?;
+        // Several days in date runs: each is a slice of the batch's buffers. Rows that wait (multi-day
+        // Parquet) are copied out, so that a waiting slice does not keep the whole batch alive
+        // and the pending bytes count what is held.
+        for (day, batch, slice) in parts {
+            let batch = if slice && self.multi_day {
+                compact(&batch)?
+            } else {
+                batch
+            };
             self.write_day(day, batch)?;
         }
         Ok(())
@@ -183,31 +192,133 @@ impl DayPartitions {
     }
 }
 
+/// A slice's rows in buffers of their own.
+fn compact(batch: &RecordBatch) -> Result<RecordBatch, SinkError> {
+    let all = arrow_array::UInt32Array::from_iter_values(0..batch.num_rows() as u32);
+    arrow_select::take::take_record_batch(batch, &all)
+        .map_err(|e| SinkError::arrow(Path::new("messages"), e))
+}
+
 /// Splits a batch by the UTC date of `sent_at`, in date order.
-fn by_day(batch: RecordBatch) -> Result<Vec<(i64, RecordBatch)>, SinkError> {
+///
+/// A cell's messages come in time order (oldest or newest first), so a batch's dates are
+/// normally runs of rows: a date that is one run is a zero-copy slice (`true`). When dates recur
+/// (a batch of several cells, or an API that does not sort), each date's rows are gathered
+/// with one `take` (`false`: a copy), in their order in the batch.
+fn by_day(batch: RecordBatch) -> Result<Vec<(i64, RecordBatch, bool)>, SinkError> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::TimestampMillisecondType;
     let sent = batch
         .column_by_name(schema::SENT_AT)
         .map(|c| c.as_primitive::<TimestampMillisecondType>().clone())
         .ok_or_else(|| SinkError::Crashed("batch without sent_at".into()))?;
-    let first_day = day_of(sent.value(0));
-    if sent.values().iter().all(|&t| day_of(t) == first_day) {
-        return Ok(vec![(first_day, batch)]);
+    let values = sent.values();
+    let first_day = day_of(values[0]);
+    if values.iter().all(|&t| day_of(t) == first_day) {
+        return Ok(vec![(first_day, batch, false)]);
     }
-    let mut days: Vec<i64> = sent.values().iter().map(|&t| day_of(t)).collect();
-    days.sort_unstable();
-    days.dedup();
-    days.into_iter()
-        .map(|day| {
-            let mask: arrow_array::BooleanArray = sent
+    // Runs of equal dates: (day, start, len).
+    let mut runs: Vec<(i64, usize, usize)> = Vec::new();
+    for (i, &t) in values.iter().enumerate() {
+        let day = day_of(t);
+        match runs.last_mut() {
+            Some((d, _, len)) if *d == day => *len += 1,
+            _ => runs.push((day, i, 1)),
+        }
+    }
+    // By date, then row: a date's rows keep their order.
+    runs.sort_unstable_by_key(|r| (r.0, r.1));
+    if runs.windows(2).all(|w| w[0].0 < w[1].0) {
+        // One run per date (oldest-first or newest-first pages): slices.
+        return Ok(runs
+            .into_iter()
+            .map(|(day, start, len)| (day, batch.slice(start, len), true))
+            .collect());
+    }
+    // A date in several runs (the batch holds several cells, each in time order): gather each
+    // date's runs with one `take` (one pass over the rows in all, not one mask per date).
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < runs.len() {
+        let day = runs[i].0;
+        let mut idx: Vec<u32> = Vec::new();
+        while i < runs.len() && runs[i].0 == day {
+            let (_, start, len) = runs[i];
+            idx.extend(start as u32..(start + len) as u32);
+            i += 1;
+        }
+        let rows = arrow_array::UInt32Array::from(idx);
+        let b = arrow_select::take::take_record_batch(&batch, &rows)
+            .map_err(|e| SinkError::arrow(Path::new("messages"), e))?;
+        out.push((day, b, false));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::TimestampMillisecondType;
+    use arrow_array::{RecordBatch, TimestampMillisecondArray, UInt32Array};
+
+    use super::*;
+
+    fn batch(times: &[i64]) -> RecordBatch {
+        let sent = TimestampMillisecondArray::from(times.to_vec()).with_timezone("UTC");
+        let pos = UInt32Array::from((0..times.len() as u32).collect::<Vec<_>>());
+        RecordBatch::try_from_iter([
+            (schema::SENT_AT, Arc::new(sent) as arrow_array::ArrayRef),
+            (schema::POSITION, Arc::new(pos) as arrow_array::ArrayRef),
+        ])
+        .expect("batch")
+    }
+
+    fn positions(parts: &[(i64, RecordBatch, bool)]) -> Vec<(i64, Vec<u32>)> {
+        parts
+            .iter()
+            .map(|(d, b, _)| {
+                let p = b.column_by_name(schema::POSITION).expect("position");
+                (
+                    *d,
+                    p.as_primitive::<arrow_array::types::UInt32Type>()
+                        .values()
+                        .to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_in_date_order_split_into_slices_by_day() {
+        let (d0, d1, d2) = (10 * DAY_MS, 11 * DAY_MS, 13 * DAY_MS);
+        let parts = by_day(batch(&[d0 + 5, d0 + 9, d1, d1 + 1, d2 + 7])).expect("split");
+        assert_eq!(
+            positions(&parts),
+            vec![(10, vec![0, 1]), (11, vec![2, 3]), (13, vec![4])]
+        );
+        assert!(parts.iter().all(|p| p.2));
+        let sent = parts[1].1.column_by_name(schema::SENT_AT).expect("sent_at");
+        assert_eq!(
+            sent.as_primitive::<TimestampMillisecondType>()
                 .values()
-                .iter()
-                .map(|&t| Some(day_of(t) == day))
-                .collect();
-            arrow_select::filter::filter_record_batch(&batch, &mask)
-                .map(|b| (day, b))
-                .map_err(|e| SinkError::arrow(Path::new("messages"), e))
-        })
-        .collect()
+                .to_vec(),
+            vec![d1, d1 + 1]
+        );
+    }
+
+    #[test]
+    fn rows_out_of_date_order_are_gathered_per_day() {
+        let (d0, d1) = (10 * DAY_MS, 11 * DAY_MS);
+        let parts = by_day(batch(&[d1, d0, d1 + 3, d0 + 1])).expect("split");
+        assert_eq!(positions(&parts), vec![(10, vec![1, 3]), (11, vec![0, 2])]);
+        assert!(parts.iter().all(|p| !p.2));
+        // Newest first: slices, in date order.
+        let parts = by_day(batch(&[d1 + 3, d1, d0 + 1, d0])).expect("split");
+        assert_eq!(positions(&parts), vec![(10, vec![2, 3]), (11, vec![0, 1])]);
+        assert!(parts.iter().all(|p| p.2));
+        let one = by_day(batch(&[d0, d0 + 1])).expect("one day");
+        assert_eq!(positions(&one), vec![(10, vec![0, 1])]);
+    }
 }
