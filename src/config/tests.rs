@@ -224,3 +224,55 @@ fn concurrency_auto_takes_max_concurrency_as_its_ceiling() {
     );
     assert!(toml::from_str::<PipelineFile>(&text.replace("\"auto\"", "\"many\"")).is_err());
 }
+
+#[test]
+fn adaptive_windows_take_max_window_and_refuse_it_with_a_fixed_window() {
+    let auto = RangeSection {
+        window: Some("auto".into()),
+        ..Default::default()
+    };
+    let s = validate(
+        &base().merge_flags(None, Some(&auto), None),
+        Command::Run,
+        0,
+    )
+    .unwrap();
+    assert_eq!(s.range.windowing, crate::plan::Windowing::Auto);
+    assert_eq!(s.range.window_ms, 31 * crate::time::DAY_MS);
+    // The grid starts a window at `since`, so a range within max_window is one cell.
+    let since = crate::time::parse_user_instant("2026-01-01", 0).unwrap();
+    assert_eq!(s.range.grid().window_of(since).start_ms, since);
+    assert_eq!(s.range.window_text(), "auto up to 31d");
+
+    let fixed_with_max = RangeSection {
+        max_window: Some("90d".into()),
+        ..Default::default()
+    };
+    let err = validate(
+        &base().merge_flags(None, Some(&fixed_with_max), None),
+        Command::Run,
+        0,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("max_window (--max-window) 90d applies only to window = \"auto\""),
+        "{err}"
+    );
+    let too_short = RangeSection {
+        window: Some("auto".into()),
+        max_window: Some("10s".into()),
+        ..Default::default()
+    };
+    let err = validate(
+        &base().merge_flags(None, Some(&too_short), None),
+        Command::Run,
+        0,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("max_window (--max-window) 10s is too short"),
+        "{err}"
+    );
+}
