@@ -18,7 +18,8 @@ fn skewed() -> SandboxConfig {
 const SINCE: &str = "2026-08-01";
 const UNTIL: &str = "2026-09-30";
 
-async fn export(sb: &SandboxHandle, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+/// The export of every user from SINCE to UNTIL with 20-message pages, plus `extra` flags.
+fn export_command(sb: &SandboxHandle, out: &std::path::Path, extra: &[&str]) -> Vec<String> {
     let mut a = with(
         export_args(sb, SINCE, UNTIL),
         &[
@@ -35,7 +36,11 @@ async fn export(sb: &SandboxHandle, out: &std::path::Path, extra: &[&str]) -> st
         ],
     );
     a.extend(extra.iter().map(|s| s.to_string()));
-    run(&a, Some(&sb.ids.api_key)).await
+    a
+}
+
+async fn export(sb: &SandboxHandle, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    run(&export_command(sb, out, extra), Some(&sb.ids.api_key)).await
 }
 
 fn all_users(sb: &SandboxHandle) -> Vec<String> {
@@ -168,22 +173,7 @@ async fn auto_windows_killed_mid_cell_resume_exactly_once() {
         "4",
     ];
     for nth in [7, 19] {
-        let mut a = with(
-            export_args(&sb, SINCE, UNTIL),
-            &[
-                "--attribute",
-                "opt1=yes",
-                "--attribute",
-                "opt1=no",
-                "--page-size",
-                "20",
-                "--format",
-                "parquet",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-        );
-        a.extend(extra.iter().map(|s| s.to_string()));
+        let a = export_command(&sb, &out, &extra);
         let armed = format!("pipeline::page={}*off->return", nth);
         let o = run_env(
             &a,
