@@ -59,6 +59,7 @@ fn cx() -> RowContext {
         bot_key: "bb67e0773bed4c7e".into(),
         run_id: "bench".into(),
         extracted_at_ms: 0,
+        raw_json: engati_etl::schema::RawJson::default(),
     }
 }
 

@@ -26,6 +26,7 @@ import glob
 import json
 import math
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -38,6 +39,8 @@ EXE = os.path.join(ROOT, "target", "release", "engati-etl")
 RESULTS = os.path.join(ROOT, "target", "bench-e2e.jsonl")
 # The binary measured (the sandbox always runs EXE): `--exporter PATH` compares another build.
 EXPORTER = EXE
+# Extra arguments given to every export (`--args "--raw-json full"` measures a setting).
+EXTRA_ARGS = []
 
 
 def start_sandbox(port, users, latency=0, sessions=6.0):
@@ -83,7 +86,7 @@ def export(env, out, *extra, timeline=None):
             "--base-url", env["ENGATI_BASE_URL"], "--customer-id", env["ENGATI_CUSTOMER_ID"],
             "--bot-key", env["ENGATI_BOT_KEY"], "--attribute", "opt1=yes", "--attribute", "opt1=no",
             "--since", "2026-08-01", "--until", "2026-09-01", "--format", "parquet", "--out", out,
-            "--quiet", *extra]
+            "--quiet", *EXTRA_ARGS, *extra]
     p = subprocess.Popen(args, env={**os.environ, **env}, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     if timeline is not None:
@@ -251,9 +254,12 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--exporter", default=EXE,
                     help="the engati-etl binary measured (default: target/release/engati-etl)")
+    ap.add_argument("--args", default="",
+                    help='extra arguments for every export, e.g. --args="--raw-json full"')
     a = ap.parse_args()
-    global EXPORTER
+    global EXPORTER, EXTRA_ARGS
     EXPORTER = a.exporter
+    EXTRA_ARGS = shlex.split(a.args)
     if not os.path.exists(EXE):
         raise SystemExit("build first: cargo build --release")
     with tempfile.TemporaryDirectory() as work:

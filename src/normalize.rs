@@ -23,7 +23,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_128, xxh3_128_with_seed};
 
 use crate::engati::wire::{Text, WireMessage, parse_timestamp, raw_as_text};
 use crate::model::Window;
-use crate::schema::{MessageBatchBuilder, MessageRow, RowContext};
+use crate::schema::{MessageBatchBuilder, MessageRow, RawJson, RowContext};
 
 /// A message that could not be normalized: goes to the dead-letter file with its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,8 @@ pub struct PageNormalizer<'a> {
     window: Window,
     occurrences: Occurrences,
     id_buf: String,
+    /// The current message's residual JSON (`raw_json` under [`RawJson::Residual`]), reused.
+    residual: String,
     /// Messages of the cell seen so far, across pages: the next message's `position`.
     seen: u32,
 }
@@ -86,6 +88,7 @@ impl<'a> PageNormalizer<'a> {
             window,
             occurrences: Occurrences::default(),
             id_buf: String::with_capacity(32),
+            residual: String::with_capacity(128),
             seen: 0,
         }
     }
@@ -130,8 +133,11 @@ impl<'a> PageNormalizer<'a> {
         position: u32,
         out: &mut MessageBatchBuilder,
     ) -> Result<bool, String> {
-        let m = WireMessage::parse(raw)
-            .map_err(|e| format!("message is not a readable object: {e}"))?;
+        let parsed = match self.cx.raw_json {
+            RawJson::Full => WireMessage::parse(raw),
+            RawJson::Residual => WireMessage::parse_residual(raw, &mut self.residual),
+        };
+        let m = parsed.map_err(|e| format!("message is not a readable object: {e}"))?;
         let sent_at = parse_timestamp(m.timestamp).map_err(|e| e.to_string())?;
         if !self.window.contains(sent_at) {
             return Ok(false);
@@ -176,7 +182,10 @@ impl<'a> PageNormalizer<'a> {
             options: options.as_deref(),
             file_url: file_url.as_deref(),
             file_mime_type: file_mime.as_deref(),
-            raw_json: raw,
+            raw_json: match self.cx.raw_json {
+                RawJson::Full => raw,
+                RawJson::Residual => &self.residual,
+            },
         };
         out.append(
             self.cx,
@@ -423,6 +432,7 @@ mod tests {
             bot_key: "bb67e0773bed4c7e".into(),
             run_id: "run-1".into(),
             extracted_at_ms: 0,
+            raw_json: crate::schema::RawJson::Full,
         }
     }
 

@@ -58,8 +58,35 @@ pub const OPTIONS: &str = "options";
 pub const FILE_URL: &str = "file_url";
 /// `file_mime_type`: its MIME type.
 pub const FILE_MIME_TYPE: &str = "file_mime_type";
-/// `raw_json`: the original message object, unknown fields included.
+/// `raw_json`: by default ([`RawJson::Residual`]) the message's fields that no other column holds
+/// verbatim (`timestamp` as sent, `file`, unknown fields, ...), as a JSON object; with
+/// [`RawJson::Full`] the original message object byte for byte.
 pub const RAW_JSON: &str = "raw_json";
+
+/// How the `raw_json` column is filled (`sink.raw_json` / `--raw-json`; README "Output").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RawJson {
+    /// The JSON object of the fields no other column holds verbatim, in their original order
+    /// (`crate::engati::wire_message`): the original object is this plus `sender`,
+    /// `message_type`, `user_id` and `content` (as `response`) where they are strings. About
+    /// a third of the text of a message, so a third less to compress and store.
+    #[default]
+    Residual,
+    /// The message object exactly as the API sent it (the text of `content` is then stored
+    /// twice).
+    Full,
+}
+
+impl RawJson {
+    /// The config value (`residual` | `full`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RawJson::Residual => "residual",
+            RawJson::Full => "full",
+        }
+    }
+}
 /// `run_id`: the run that wrote the row.
 pub const RUN_ID: &str = "run_id";
 /// `extracted_at`: when that run started, ms since epoch UTC.
@@ -185,6 +212,8 @@ pub struct RowContext {
     pub run_id: Arc<str>,
     /// Run start, ms since epoch UTC.
     pub extracted_at_ms: i64,
+    /// What the `raw_json` column holds.
+    pub raw_json: RawJson,
 }
 
 /// Column builders for the `messages` table, reused page after page.
@@ -449,6 +478,7 @@ mod tests {
             bot_key: "bb67e0773bed4c7e".into(),
             run_id: "r1".into(),
             extracted_at_ms: 5,
+            raw_json: RawJson::Full,
         }
     }
 

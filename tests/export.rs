@@ -521,3 +521,86 @@ async fn multi_day_windows_spill_per_date_without_losing_rows() {
         "the limit forced several row groups per file ({row_groups} row groups in {files} files)"
     );
 }
+
+/// `raw_json` by default holds only what no other column holds (`timestamp` as sent, `file`,
+/// `attachments`, unknown fields): with `sender`, `message_type`, `content` (as `response`) and
+/// the message's `user_id` it is the API's object again, value for value. `--raw-json full`
+/// keeps the object byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_json_residual_plus_the_columns_is_the_api_object() {
+    use std::collections::HashMap;
+    let sb = start(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let users = matching(&sb, &[("opt1", "yes")]);
+    // The API's object of every message, by its key, and its message's user_id.
+    let mut sent: HashMap<Key, (String, String)> = HashMap::new();
+    for u in &users {
+        let i = sb.data().user_index(u).unwrap();
+        for m in sb
+            .data()
+            .messages_between(i, day("2026-08-01"), day("2026-08-06"))
+        {
+            let json = serde_json::to_string(&m.wire()).unwrap();
+            sent.insert(key_of(u, &m), (json, m.user_id_string()));
+        }
+    }
+    let mut bytes = HashMap::new();
+    for mode in [None, Some("residual"), Some("full")] {
+        let out = dir.path().join(format!("out-{mode:?}"));
+        let mut args = with(
+            export_args(&sb, "2026-08-01", "2026-08-06"),
+            &[
+                "--attribute",
+                "opt1=yes",
+                "--format",
+                "parquet",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        if let Some(m) = mode {
+            args.extend(["--raw-json".to_string(), m.to_string()]);
+        }
+        let o = run(&args, Some(&sb.ids.api_key)).await;
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let rows = read_parquet(&out);
+        assert!(rows.len() > 50, "{}", rows.len());
+        let mut with_extra = 0;
+        for r in &rows {
+            let (json, user_id) = &sent[&r.key];
+            if mode == Some("full") {
+                assert_eq!(&r.raw_json, json, "full: the API's object byte for byte");
+                continue;
+            }
+            let residual: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&r.raw_json).expect("the residual is a JSON object");
+            for k in ["sender", "message_type", "response", "user_id"] {
+                assert!(
+                    !residual.contains_key(k),
+                    "{k} is in a column: {}",
+                    r.raw_json
+                );
+            }
+            assert!(residual.contains_key("timestamp"), "{}", r.raw_json);
+            with_extra += usize::from(residual.contains_key("wa_message_id"));
+            let mut back = residual;
+            back.insert("sender".into(), r.key.2.clone().unwrap().into());
+            back.insert("message_type".into(), r.key.3.clone().unwrap().into());
+            back.insert("response".into(), r.key.4.clone().unwrap().into());
+            back.insert("user_id".into(), user_id.clone().into());
+            let original: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert_eq!(serde_json::Value::Object(back), original);
+        }
+        if mode != Some("full") {
+            assert!(with_extra > 0, "unknown fields stay in the residual");
+        }
+        let total: usize = rows.iter().map(|r| r.raw_json.len()).sum();
+        bytes.insert(mode, total);
+    }
+    // The default is the residual, and it is less than half of the API's text.
+    assert_eq!(bytes[&None], bytes[&Some("residual")]);
+    assert!(
+        bytes[&None] * 2 < bytes[&Some("full")],
+        "{bytes:?}: residual vs full raw_json bytes"
+    );
+}

@@ -141,6 +141,7 @@ async fn api_check(
         bot_key: spec.source.client.bot_key.as_str().into(),
         run_id: "verify".into(),
         extracted_at_ms: 0,
+        raw_json: spec.raw_json,
     };
     let check = ApiCheck {
         client,

@@ -11,6 +11,7 @@ use super::{
     Command, DEFAULT_ROW_GROUP_BYTES, DEFAULT_TARGET_FILE_BYTES, DEFAULT_ZSTD_LEVEL, Problems,
     SourceSection,
 };
+use crate::schema::RawJson;
 use crate::sink::crm::{ContactPolicy, CrmKind};
 use crate::sink::delta::DeltaSpec;
 use crate::sink::files::FilesSpec;
@@ -71,10 +72,15 @@ pub struct SinkSection {
     #[arg(long, value_name = "BYTES", help_heading = "Tuning",
           value_parser = NumParser::<usize>::new("row_group_bytes (--row-group-bytes)", 1024, usize::MAX))]
     pub row_group_bytes: Option<usize>,
-    /// zstd level for Parquet, 1..=22 [default: 3].
+    /// zstd level for Parquet, 1..=22 [default: 1].
     #[arg(long, value_name = "N", help_heading = "Tuning",
           value_parser = NumParser::<i32>::new("zstd_level (--zstd-level)", 1, 22))]
     pub zstd_level: Option<i32>,
+    /// What the raw_json column holds: residual (the fields no other column holds verbatim)
+    /// or full (the message as the API sent it) [default: residual].
+    #[arg(long, value_name = "WHAT",
+          value_parser = EnumParser::<RawJson>::new("raw_json (--raw-json)"))]
+    pub raw_json: Option<RawJson>,
     /// Users per window committed together (the unit of resume) [default: 5000].
     #[arg(long, value_name = "N", help_heading = "Tuning",
           value_parser = NumParser::<usize>::new("checkpoint_users (--checkpoint-users)", 1, 10_000_000))]
@@ -121,6 +127,7 @@ impl super::Merge for SinkSection {
             target_file_bytes,
             row_group_bytes,
             zstd_level,
+            raw_json,
             checkpoint_users,
             crm,
             crm_base_url,
@@ -163,6 +170,9 @@ impl SinkSection {
             None => Some(OutputFormat::Parquet),
         };
         if format == Some(OutputFormat::Crm) {
+            if self.raw_json.is_some() {
+                p.push("raw_json (--raw-json) applies to parquet, jsonl and delta; the CRM sink writes transcripts, not raw_json");
+            }
             return super::crm::validate(self, source, sandbox, p).map(OutputSpec::Crm);
         }
         if format == Some(OutputFormat::Delta) {

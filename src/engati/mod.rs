@@ -6,6 +6,7 @@
 //! - [`conversations`]: one (user, window)'s pages as a stream, with the stop rules;
 //! - [`error`]: [`ApiError`](error::ApiError) and its retry classification;
 //! - [`wire`]: the JSON shapes, read tolerantly;
+//! - [`wire_message`]: one message, and its residual (what no column holds);
 //! - [`users`]: the user list (Users API or a users file);
 //! - [`users_wire`]: the Users API body, read as a stream.
 
@@ -19,6 +20,7 @@ pub mod seek;
 pub mod users;
 pub mod users_wire;
 pub mod wire;
+pub mod wire_message;
 
 use std::path::PathBuf;
 

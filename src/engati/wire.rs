@@ -20,6 +20,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::value::RawValue;
 
 pub use super::users_wire::{UsersKeys, parse_users};
+pub use super::wire_message::{WireFile, WireMedia, WireMessage};
 use crate::time::{DAY_MS, days_from_civil, days_in_month};
 
 /// Why a response body could not be read.
@@ -113,68 +114,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
             }
         }
         d.deserialize_any(V)
-    }
-}
-
-/// One message as the Conversations API sends it (docs/engati-api.md, "Conversations API").
-/// Every field is optional on the wire; unknown fields are ignored here and kept in the raw JSON.
-#[derive(Debug, Deserialize)]
-pub struct WireMessage<'a> {
-    /// `"user"`, `"bot"`, `"agent"` or anything else (unknown values are data).
-    #[serde(borrow, default)]
-    pub sender: Option<Text<'a>>,
-    /// `TEXT`, `OPTIONS`, `AGENT_PARTICIPATION_STATUS`, `FILE_RECEIVED`, media types, or other.
-    #[serde(borrow, default)]
-    pub message_type: Option<Text<'a>>,
-    /// The content, normally a JSON string; kept raw so a non-string value survives verbatim.
-    #[serde(borrow, default)]
-    pub response: Option<&'a RawValue>,
-    /// `yyyy-MM-dd HH:mm:ss.SSS±HHMM` (or with slashes), or a number of ms.
-    #[serde(borrow, default)]
-    pub timestamp: Option<&'a RawValue>,
-    /// The message's own `user_id` (often a web session UUID).
-    #[serde(borrow, default)]
-    pub user_id: Option<Text<'a>>,
-    /// `{"url", "mimeType", "uploadType"}` on FILE_RECEIVED, else null.
-    #[serde(borrow, default)]
-    pub file: Option<WireFile<'a>>,
-    /// Fallback content some clients read (`m.response || m.text`).
-    #[serde(borrow, default)]
-    pub text: Option<Text<'a>>,
-    /// Fallback media object some clients read (`m.media.value`, `m.media.mimeType`).
-    #[serde(borrow, default)]
-    pub media: Option<WireMedia<'a>>,
-}
-
-/// The `file` object of a FILE_RECEIVED message.
-#[derive(Debug, Deserialize)]
-pub struct WireFile<'a> {
-    /// Download URL (its extension may be mangled by the platform's storage).
-    #[serde(borrow, default)]
-    pub url: Option<Text<'a>>,
-    /// MIME type, `mimeType` on the wire (also read as `mime_type`).
-    #[serde(borrow, default, rename = "mimeType", alias = "mime_type")]
-    pub mime_type: Option<Text<'a>>,
-}
-
-/// The `media` fallback object.
-#[derive(Debug, Deserialize)]
-pub struct WireMedia<'a> {
-    /// URL of the media.
-    #[serde(borrow, default)]
-    pub value: Option<Text<'a>>,
-    /// MIME type.
-    #[serde(borrow, default, rename = "mimeType", alias = "mime_type")]
-    pub mime_type: Option<Text<'a>>,
-}
-
-impl<'a> WireMessage<'a> {
-    /// Reads one message from its raw JSON object text.
-    ///
-    /// # Errors
-    /// serde_json's error when the text is not an object of the expected field types.
-    pub fn parse(raw: &'a str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(raw)
     }
 }
 

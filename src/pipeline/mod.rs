@@ -64,6 +64,8 @@ pub struct RunSpec {
     /// Privacy controls applied to the output, if any (the key is read by
     /// `commands::prepare`, until then a placeholder).
     pub privacy: Option<crate::privacy::Privacy>,
+    /// What the `raw_json` column holds (`sink.raw_json`).
+    pub raw_json: crate::schema::RawJson,
 }
 
 impl RunSpec {
@@ -304,6 +306,7 @@ pub async fn run(spec: &RunSpec, control: &RunControl) -> RunOutcome {
         bot_key: spec.source.client.bot_key.as_str().into(),
         run_id: prepared.run_id.as_str().into(),
         extracted_at_ms: started,
+        raw_json: spec.raw_json,
     };
     let (tx, sink) = match finish::spawn_sink(spec, state, &prepared, control) {
         Ok(s) => s,

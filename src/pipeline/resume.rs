@@ -167,6 +167,11 @@ struct ParamsForResume<'a> {
     page_size: u32,
     checkpoint_users: usize,
     format: &'a str,
+    /// `residual` when `raw_json` holds the residual; absent for the whole message (what every
+    /// run wrote before the residual existed), so such a run resumes only with the same form
+    /// and no output mixes the two.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_json: Option<&'static str>,
 }
 
 fn params(spec: &RunSpec) -> (String, String) {
@@ -191,6 +196,7 @@ fn params(spec: &RunSpec) -> (String, String) {
         page_size: s.page_size,
         checkpoint_users: spec.tuning.checkpoint_users,
         format: spec.output.format_key(),
+        raw_json: (spec.raw_json == crate::schema::RawJson::Residual).then_some("residual"),
     };
     let json = serde_json::to_string(&p).unwrap_or_default();
     let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(json.as_bytes()));

@@ -26,6 +26,7 @@ fn cx() -> RowContext {
         bot_key: "bb67e0773bed4c7e".into(),
         run_id: "r1".into(),
         extracted_at_ms: 5,
+        raw_json: crate::schema::RawJson::Full,
     }
 }
 

@@ -101,16 +101,6 @@ impl Encoding {
         ] {
             props = props.set_column_compression(ColumnPath::from(col), Compression::UNCOMPRESSED);
         }
-        // At the default level, the columns where zstd level 1 is about as small and much
-        // faster get level 1 (measured on 3 days of benchmark 3's export, 1-day windows, bytes
-        // at level 1 vs 3: message_id -4%, user_id -9%, raw_json +9%; content and text, +21%,
-        // keep the level). Any other level applies to every column.
-        if zstd_level == crate::config::DEFAULT_ZSTD_LEVEL {
-            let fast = Compression::ZSTD(ZstdLevel::try_new(1).map_err(|e| e.to_string())?);
-            for col in [schema::MESSAGE_ID, schema::USER_ID, schema::RAW_JSON] {
-                props = props.set_column_compression(ColumnPath::from(col), fast);
-            }
-        }
         let props = props.build();
         Ok(Encoding {
             format,

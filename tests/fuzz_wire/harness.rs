@@ -180,6 +180,7 @@ impl Harness {
                 bot_key: "bb67e0773bed4c7e".into(),
                 run_id: "fuzz".into(),
                 extracted_at_ms: 0,
+                raw_json: engati_etl::schema::RawJson::Full,
             },
             keys: vec!["conversations".into(), "messages".into()],
             users_keys: UsersKeys::default(),
