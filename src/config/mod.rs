@@ -61,8 +61,8 @@ pub const DEFAULT_TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
 /// Default Parquet row-group size: 4 MiB (estimated encoded bytes; about 40,000 messages).
 pub const DEFAULT_ROW_GROUP_BYTES: usize = 4 * 1024 * 1024;
 /// Default zstd level, for every compressed column: 1, zstd's fastest. With `raw_json` as a
-/// residual, level 1 files are 8% larger than level 3 ones and 29% smaller than level 3 files
-/// with the whole message in `raw_json` were (README "Performance", benchmark 3).
+/// residual, level 1 files are 5-9% larger than level 3 ones and 28-29% smaller than the files
+/// before the residual (README "Performance", benchmark 3).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 /// Default cells per checkpoint unit.
 pub const DEFAULT_CHECKPOINT_USERS: usize = 5000;
