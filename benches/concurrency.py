@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+import common
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 # ENGATI_ETL_EXE picks another build (a debug one, or a copy of it).
@@ -38,26 +40,8 @@ DAYS = 31
 
 
 def start_sandbox(port, users, latency, k):
-    p = subprocess.Popen(
-        [EXE, "sandbox", "--port", str(port), "--users", str(users), "--seed", "42",
-         "--latency-ms", str(latency), "--capacity", str(k), "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    env = {}
-    while len(env) < 4:
-        line = p.stdout.readline()
-        if not line:
-            raise SystemExit("the sandbox exited early")
-        key, _, v = line.strip().partition("=")
-        env[key] = v
-    return p, env
-
-
-def stop(p):
-    p.terminate()
-    try:
-        p.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        p.kill()
+    return common.start_sandbox(EXE, "--port", port, "--users", users, "--latency-ms", latency,
+                                "--capacity", k)
 
 
 def export(env, out, concurrency):
@@ -133,7 +117,7 @@ def bench_k(k, latency, seconds, runs, work, port):
             f.write(json.dumps(record) + "\n")
         return ok
     finally:
-        stop(p)
+        common.stop(p)
 
 
 def main():

@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 
+import common
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXE = os.path.join(ROOT, "target", "release", "engati-etl")
 RESULTS = os.path.join(ROOT, "target", "bench-e2e.jsonl")
@@ -44,26 +46,8 @@ EXTRA_ARGS = []
 
 
 def start_sandbox(port, users, latency=0, sessions=6.0):
-    p = subprocess.Popen(
-        [EXE, "sandbox", "--port", str(port), "--users", str(users), "--seed", "42",
-         "--latency-ms", str(latency), "--sessions-per-user", str(sessions), "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    env = {}
-    while len(env) < 4:
-        line = p.stdout.readline()
-        if not line:
-            raise SystemExit("the sandbox exited early")
-        k, _, v = line.strip().partition("=")
-        env[k] = v
-    return p, env
-
-
-def stop(p):
-    p.terminate()
-    try:
-        p.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        p.kill()
+    return common.start_sandbox(EXE, "--port", port, "--users", users, "--latency-ms", latency,
+                                "--sessions-per-user", sessions)
 
 
 def _rss_mb(pid):
@@ -157,7 +141,7 @@ def bench_latency(runs, work):
         record("rate_bound", {"requests": req, "seconds": busy, "rps": rps, "max_rps": 200,
                               "fraction": rps / 200, "runs": r["runs"]})
     finally:
-        stop(p)
+        common.stop(p)
 
 
 def bench_cpu(runs, work):
@@ -182,7 +166,7 @@ def bench_cpu(runs, work):
                                           "floor_s_per_million": floor, "ratio": ratio,
                                           "max_rss_kb": r["max_rss_kb"], "runs": r["runs"]})
     finally:
-        stop(p)
+        common.stop(p)
 
 
 def bench_memory(runs, work):
@@ -213,7 +197,7 @@ def bench_memory(runs, work):
                     data["timeline_mb"] = q
             record(f"memory_{label}", data)
         finally:
-            stop(p)
+            common.stop(p)
     ratio = out["5M"] / out["0.5M"]
     ratio_units = out["5M-units"] / out["0.5M"]
     print(f"memory: 5M / 0.5M peak RSS = {ratio:.2f} (target <= 1.2, and <= 150 MB); "
@@ -245,7 +229,7 @@ def bench_requests(work):
         print(f"requests: {sent} sent, minimum {minimum} -> {sent / minimum:.4f}x (target <= 1.02x)")
         record("requests", {"sent": sent, "minimum": minimum, "ratio": sent / minimum, "cells": cells})
     finally:
-        stop(p)
+        common.stop(p)
 
 
 def main():

@@ -53,6 +53,8 @@ import sys
 import tempfile
 import time
 
+import common
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXE = os.environ.get("ENGATI_ETL_EXE", os.path.join(ROOT, "target", "release", "engati-etl"))
 S3S = os.environ.get("S3S_FS_BIN", os.path.join(ROOT, "target", "s3s", "bin", "s3s-fs"))
@@ -70,18 +72,7 @@ def free_port():
 
 
 def start_sandbox(users, *extra):
-    p = subprocess.Popen(
-        [EXE, "sandbox", "--port", str(free_port()), "--users", str(users), "--seed", "42",
-         "-q", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    env = {}
-    while len(env) < 4:
-        line = p.stdout.readline()
-        if not line:
-            raise SystemExit("the sandbox exited early")
-        k, _, v = line.strip().partition("=")
-        env[k] = v
-    return p, env
+    return common.start_sandbox(EXE, "--port", free_port(), "--users", users, *extra)
 
 
 def start_s3(work):
@@ -105,15 +96,6 @@ def start_s3(work):
            "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
            "AWS_ALLOW_HTTP": "true"}
     return p, env, os.path.join(root, BUCKET)
-
-
-def stop(p):
-    p.terminate()
-    try:
-        p.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
 
 
 def export_args(env, since, until, fmt, out, *extra):
@@ -170,7 +152,7 @@ def bench_memory(work, days, small=100_000, large=1_000_000):
                                               "messages": msgs, "requests": req, "max_rss_kb": kb,
                                               "wall_s": wall, "user_s": user, "sys_s": sys_})
         finally:
-            stop(p)
+            common.stop(p)
             shutil.rmtree(os.path.join(work, "mem"), ignore_errors=True)
     ratio = rss[large] / rss[small]
     print(f"memory: {large:,} / {small:,} users peak RSS = {ratio:.2f}x ({rss[large] / 1024:.1f} vs "
@@ -212,8 +194,8 @@ def bench_delta(work, users):
         print(f"delta on s3s-fs / local parquet CPU per message = {ratio:.2f}x (target <= 1.3x; 1 run)")
         record("cpu_delta_vs_parquet", {"ratio": ratio, "users": users})
     finally:
-        stop(p)
-        stop(s3)
+        common.stop(p)
+        common.stop(s3)
 
 
 def delta_log(table_dir):
@@ -335,8 +317,8 @@ def bench_shards(work):
         for q in procs.values():
             if q.poll() is None:
                 q.kill()
-        stop(p)
-        stop(s3)
+        common.stop(p)
+        common.stop(s3)
 
 
 def main():

@@ -38,6 +38,8 @@ import sys
 import tempfile
 import time
 
+import common
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXE = os.path.join(ROOT, "target", "release", "engati-etl")
 RESULTS = os.path.join(ROOT, "target", "bench-stages.jsonl")
@@ -63,18 +65,8 @@ BOUNDS = {
 
 
 def start_sandbox(exe, port):
-    p = subprocess.Popen(
-        [exe, "sandbox", "--port", str(port), "--users", "400", "--days", "180", "--start",
-         "2026-03-01", "--sessions-per-user", "40", "--seed", "42", "--latency-ms", "0", "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    env = {}
-    while len(env) < 4:
-        line = p.stdout.readline()
-        if not line:
-            raise SystemExit("the sandbox exited early")
-        k, _, v = line.strip().partition("=")
-        env[k] = v
-    return p, env
+    return common.start_sandbox(exe, "--port", port, "--users", 400, "--days", 180, "--start",
+                                "2026-03-01", "--sessions-per-user", 40, "--latency-ms", 0)
 
 
 def inclusive(cg_file):
@@ -134,8 +126,7 @@ def main():
                 shutil.copy(cg, a.keep)
             total, fns = inclusive(cg)
     finally:
-        sb.terminate()
-        sb.wait()
+        common.stop(sb)
     b = {k: bound(fns, v) for k, v in BOUNDS.items()}
     arrow = b["append"] + b["finish"] + b["by_day"]
     stages = {

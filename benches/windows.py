@@ -37,6 +37,8 @@ import subprocess
 import tempfile
 import time
 
+import common
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 EXE = os.environ.get("ENGATI_ETL_EXE", os.path.join(TARGET, "release", "engati-etl"))
@@ -50,20 +52,10 @@ MODES = {
 
 
 def start_sandbox(a):
-    p = subprocess.Popen(
-        [EXE, "sandbox", "--port", "0", "--users", str(a.users), "--seed", "42",
-         "--start", "2025-01-01", "--days", "365", "--sessions-per-user", str(a.sessions),
-         "--dense-rate", str(a.dense_rate), "--dense-sessions", str(a.dense_sessions),
-         "--latency-ms", str(a.latency_ms), "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    env = {}
-    while len(env) < 4:
-        line = p.stdout.readline()
-        if not line:
-            raise SystemExit("the sandbox exited early")
-        key, _, v = line.strip().partition("=")
-        env[key] = v
-    return p, env
+    return common.start_sandbox(
+        EXE, "--port", 0, "--users", a.users, "--start", "2025-01-01", "--days", 365,
+        "--sessions-per-user", a.sessions, "--dense-rate", a.dense_rate,
+        "--dense-sessions", a.dense_sessions, "--latency-ms", a.latency_ms)
 
 
 def export(env, out, mode):
@@ -121,8 +113,7 @@ def main():
                   f"{r['messages']:,} messages, {r['wall_s']:.1f} s", flush=True)
             shutil.rmtree(out, ignore_errors=True)
     finally:
-        sb.terminate()
-        sb.wait()
+        common.stop(sb)
         shutil.rmtree(work, ignore_errors=True)
     first = counts[a.modes[0]]
     for mode in a.modes[1:]:
