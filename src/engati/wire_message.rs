@@ -98,12 +98,6 @@ impl<'a> WireMessage<'a> {
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for WireMessage<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        MessageSeed { residual: None }.deserialize(d)
-    }
-}
-
 /// Reads a message object; with `residual`, writes the fields no column holds verbatim.
 struct MessageSeed<'r> {
     residual: Option<&'r mut String>,
