@@ -26,7 +26,7 @@
 //! Operations: [`summary`] (the one-line JSON result on stdout), [`logging`] (text or JSON
 //! logs), [`metrics`] (a Prometheus textfile), [`timeline`] (the run's time series in the
 //! report), [`report_html`] (`engati-etl report --html`), [`privacy`] (pseudonymized ids,
-//! redaction, dropped columns).
+//! redaction, dropped columns), [`malloc`] (glibc's allocator tuned at start-up).
 //! The API contract is `docs/engati-api.md`; the README documents flags, schema, guarantees and
 //! exit codes.
 
@@ -40,6 +40,7 @@ pub mod error;
 pub mod grid;
 pub mod hooks;
 pub mod logging;
+pub mod malloc;
 pub mod metrics;
 pub mod model;
 pub mod normalize;
