@@ -32,22 +32,14 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import common  # noqa: E402  (benches/common.py)
 
 
 def start_sandbox(exe, port, latency, users, days, start, sessions):
-    p = subprocess.Popen(
-        [exe, "sandbox", "--port", str(port), "--users", str(users), "--days", str(days),
-         "--start", start, "--sessions-per-user", str(sessions),
-         "--seed", "42", "--latency-ms", str(latency), "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    env = {}
-    while len(env) < 4:
-        line = p.stdout.readline()
-        if not line:
-            raise SystemExit("sandbox exited early")
-        k, _, v = line.strip().partition("=")
-        env[k] = v
-    return p, env
+    return common.start_sandbox(exe, "--port", port, "--users", users, "--days", days,
+                                "--start", start, "--sessions-per-user", sessions,
+                                "--latency-ms", latency)
 
 
 def child_cpu():
@@ -133,8 +125,7 @@ def main():
                         print(json.dumps({"latency_ms": lat, "run": i + 1, **r,
                                           "loadavg_1m": os.getloadavg()[0]}), flush=True)
             finally:
-                sb.terminate()
-                sb.wait()
+                common.stop(sb)
             summary = {"latency_ms": lat, "workers": a.workers, "runs": a.runs,
                        "window_days": a.window_days}
             for tool, rs in rows.items():

@@ -110,8 +110,9 @@ impl<'de, 'r> DeserializeSeed<'de> for MessageSeed<'r> {
     }
 }
 
-/// The fields read into [`WireMessage`], as bits of a "seen" mask (a repeated one is an error).
-const FIELDS: [&str; 8] = [
+/// The message fields read into [`WireMessage`] (the wire names), in the order of the bits of
+/// the parser's "seen" mask: a repeated one is an error. Any other key is kept as data.
+pub const FIELDS: [&str; 8] = [
     "sender",
     "message_type",
     "response",

@@ -38,6 +38,7 @@ use arrow_array::types::TimestampMillisecondType;
 use engati_etl::engati::wire::{
     self, DecodeError, ErrorBody, UsersKeys, WireMessage, parse_timestamp,
 };
+use engati_etl::engati::wire_message::FIELDS;
 use engati_etl::model::Window;
 use engati_etl::normalize::{PageCounts, PageNormalizer, Reject};
 use engati_etl::sandbox::dataset::{DataConfig, Dataset};
@@ -679,17 +680,6 @@ pub fn case_rng(seed: u64, index: u64) -> ChaCha8Rng {
     key[8..].copy_from_slice(&index.to_le_bytes());
     ChaCha8Rng::seed_from_u64(xxh3_64(&key))
 }
-
-const FIELDS: [&str; 8] = [
-    "sender",
-    "message_type",
-    "response",
-    "timestamp",
-    "user_id",
-    "file",
-    "text",
-    "media",
-];
 
 impl Seeds {
     /// Seeds from a sandbox dataset generated with `seed`: 24 users, 10 days, 2% malformed
